@@ -1,0 +1,1 @@
+//! The platform an ironvirt guest sees at boot.

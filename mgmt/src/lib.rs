@@ -1,0 +1,1 @@
+//! ironvirt management layer.

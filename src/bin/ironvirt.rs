@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("ironvirt: no commands yet");
+    std::process::exit(1);
+}

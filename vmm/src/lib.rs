@@ -1,0 +1,3 @@
+//! ironvirt VMM library.
+pub mod config;
+pub use config::*;
