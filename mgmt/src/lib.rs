@@ -1,1 +1,4 @@
 //! ironvirt management layer.
+
+pub mod launch;
+pub mod xml;

@@ -1,0 +1,1 @@
+//! Turning a domain into what the VMM runs.
