@@ -4,5 +4,5 @@ pub mod domain;
 pub mod tree;
 pub mod units;
 
-// pub use domain::{Domain, DomainError};
+pub use domain::{Domain, DomainError};
 pub use tree::{Document, Element, Node, XmlError};

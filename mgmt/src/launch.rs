@@ -1,1 +1,0 @@
-//! Turning a domain into what the VMM runs.
