@@ -7,6 +7,9 @@
 //! [`vm_memory::GuestMemory`], so it is testable against a plain
 //! `GuestMemoryMmap`.
 
+#![warn(missing_docs)]
+
 pub mod acpi;
+pub mod boot;
 pub mod e820;
 pub mod layout;

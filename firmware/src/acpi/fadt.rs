@@ -17,7 +17,7 @@ pub const IAPC_BOOT_ARCH_VGA_NOT_PRESENT: u16 = 1 << 2;
 /// emulates the CMOS RTC and Linux should use it for wall-clock time.
 pub const IAPC_BOOT_ARCH_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 
-/// The FADT flags we set, as a bit mask (see [`build`] for why each).
+/// The FADT flags we set, as a bit mask (the FADT builder documents why each).
 pub const FADT_FLAGS: u32 = Flags::Wbinvd as u32
     | Flags::PwrButton as u32
     | Flags::SlpButton as u32
