@@ -1,1 +1,247 @@
+use std::path::PathBuf;
 
+use ironvirt_vmm::{CpuTopology, LifecycleAction, SerialConfig};
+
+use super::*;
+
+/// A runnable domain; `extra` goes before `<os>`, `os_extra` inside it, `devices` inside `<devices>`.
+fn doc(extra: &str, os_extra: &str, devices: &str) -> String {
+    format!(
+        "<domain type='kvm'>\n  <name>vm1</name>\n  <uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid>\n  \
+         <memory unit='MiB'>512</memory>\n{extra}\n  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n    \
+         <kernel>/boot/vmlinuz</kernel>{os_extra}\n  </os>\n  <devices>{devices}</devices>\n</domain>"
+    )
+}
+
+fn config(xml: &str) -> Result<VmConfig, LaunchError> {
+    vm_config(&Domain::parse(xml).expect("valid domain"))
+}
+
+fn refused(xml: &str) -> String {
+    config(xml).expect_err("should be refused").to_string()
+}
+
+fn unsupported(xml: &str) -> String {
+    let message = refused(xml);
+    assert!(
+        message.starts_with("unsupported configuration: "),
+        "{message}"
+    );
+    message
+}
+
+#[test]
+fn minimal_domain() {
+    let c = config(&doc("", "", "")).unwrap();
+    assert_eq!(c.name, "vm1");
+    assert_eq!(c.uuid, "c7a5fdbd-edaf-9455-926a-d65c16db1809");
+    assert_eq!(c.memory_bytes, 512 << 20);
+    assert_eq!(c.current_memory_bytes, 512 << 20);
+    assert_eq!((c.vcpus, c.max_vcpus), (1, 1));
+    assert_eq!(c.topology, CpuTopology::flat(1));
+    assert_eq!(c.boot.kernel, PathBuf::from("/boot/vmlinuz"));
+    assert_eq!(c.boot.initrd, None);
+    assert_eq!(c.boot.cmdline, "");
+    assert_eq!(c.on_poweroff, LifecycleAction::Destroy);
+    assert_eq!(c.on_reboot, LifecycleAction::Restart);
+    assert_eq!(c.on_crash, LifecycleAction::Destroy);
+    assert_eq!(c.serial, None);
+}
+
+#[test]
+fn full_conversion() {
+    let c = config(&doc(
+        "<currentMemory unit='MiB'>256</currentMemory><vcpu current='2'>4</vcpu>\
+         <cpu><topology sockets='2' cores='2' threads='1'/></cpu>\
+         <on_poweroff>restart</on_poweroff><on_reboot>destroy</on_reboot><on_crash>restart</on_crash>",
+        "<initrd>/boot/initrd.img</initrd><cmdline>console=ttyS0</cmdline>",
+        "<emulator>/usr/bin/qemu-system-x86_64</emulator><controller type='pci' model='pci-root'/>\
+         <input type='mouse' bus='ps2'/><input type='keyboard'/><memballoon model='none'/>",
+    ))
+    .unwrap();
+    assert_eq!(c.current_memory_bytes, 256 << 20);
+    assert_eq!((c.vcpus, c.max_vcpus), (2, 4));
+    assert_eq!(
+        c.topology,
+        CpuTopology {
+            sockets: 2,
+            dies: 1,
+            cores: 2,
+            threads: 1
+        }
+    );
+    assert_eq!(c.boot.initrd, Some(PathBuf::from("/boot/initrd.img")));
+    assert_eq!(c.boot.cmdline, "console=ttyS0");
+    assert_eq!(c.on_poweroff, LifecycleAction::Restart);
+    assert_eq!(c.on_reboot, LifecycleAction::Destroy);
+    assert_eq!(c.on_crash, LifecycleAction::Restart);
+}
+
+#[test]
+fn hypervisor_and_boot_refusals() {
+    let m = unsupported(&doc("", "", "").replace("type='kvm'", "type='qemu'"));
+    assert!(m.contains("domain type 'qemu'"), "{m}");
+    let m = unsupported(&doc("", "", "").replace("arch='x86_64'", "arch='aarch64'"));
+    assert!(m.contains("architecture 'aarch64'"), "{m}");
+    let m = unsupported(&doc("", "", "").replace(">hvm<", ">linux<"));
+    assert!(m.contains("OS type 'linux'"), "{m}");
+    assert_eq!(
+        unsupported(&doc("", "", "").replace("<kernel>/boot/vmlinuz</kernel>", "")),
+        "unsupported configuration: booting without <kernel> (firmware/disk boot) is not supported yet"
+    );
+    let m = unsupported(&doc(
+        "",
+        "<loader readonly='yes' type='pflash'>/x/OVMF.fd</loader>",
+        "",
+    ));
+    assert!(m.contains("firmware"), "{m}");
+    let m = unsupported(&doc(
+        "<vcpu>4</vcpu><cpu><topology sockets='1' clusters='2' cores='2' threads='1'/></cpu>",
+        "",
+        "",
+    ));
+    assert!(m.contains("clusters='2'"), "{m}");
+}
+
+#[test]
+fn relative_paths_are_refused() {
+    assert_eq!(
+        refused(&doc("", "", "").replace("/boot/vmlinuz", "vmlinuz")),
+        "invalid argument: <kernel> path 'vmlinuz' must be absolute"
+    );
+    assert_eq!(
+        refused(&doc("", "<initrd>boot/initrd</initrd>", "")),
+        "invalid argument: <initrd> path 'boot/initrd' must be absolute"
+    );
+    let m = refused(&doc(
+        "",
+        "",
+        "<serial type='file'><source path='log.txt'/></serial>",
+    ));
+    assert!(m.contains("'log.txt' must be absolute"), "{m}");
+}
+
+#[test]
+fn lifecycle_refusals() {
+    for (element, action) in [
+        ("on_poweroff", "preserve"),
+        ("on_reboot", "rename-restart"),
+        ("on_crash", "coredump-destroy"),
+        ("on_crash", "coredump-restart"),
+        ("on_crash", "preserve"),
+    ] {
+        let m = unsupported(&doc(&format!("<{element}>{action}</{element}>"), "", ""));
+        assert!(m.contains(&format!("{element} action '{action}'")), "{m}");
+    }
+}
+
+#[test]
+fn serial_types() {
+    let serial = |devices: &str| config(&doc("", "", devices)).unwrap().serial;
+    assert_eq!(serial("<serial type='pty'/>"), Some(SerialConfig::Pty));
+    assert_eq!(serial("<serial type='stdio'/>"), Some(SerialConfig::Stdio));
+    assert_eq!(
+        serial("<serial type='file'><source path='/tmp/c.log'/></serial>"),
+        Some(SerialConfig::File {
+            path: "/tmp/c.log".into(),
+            append: false
+        })
+    );
+    assert_eq!(
+        serial("<serial type='file'><source path='/tmp/c.log' append='on'/></serial>"),
+        Some(SerialConfig::File {
+            path: "/tmp/c.log".into(),
+            append: true
+        })
+    );
+    assert_eq!(
+        serial(
+            "<serial type='unix'><source mode='bind' path='/tmp/s'/><target port='0'/></serial>"
+        ),
+        Some(SerialConfig::Unix {
+            path: "/tmp/s".into(),
+            listen: true
+        })
+    );
+    assert_eq!(
+        serial("<serial type='unix'><source mode='connect' path='/tmp/s'/></serial>"),
+        Some(SerialConfig::Unix {
+            path: "/tmp/s".into(),
+            listen: false
+        })
+    );
+    for t in ["tcp", "udp", "null", "vc", "spicevmc"] {
+        let m = unsupported(&doc("", "", &format!("<serial type='{t}'/>")));
+        assert!(m.contains(&format!("serial type '{t}'")), "{m}");
+    }
+}
+
+#[test]
+fn console_semantics() {
+    let serial = |devices: &str| config(&doc("", "", devices)).unwrap().serial;
+    // Only a console: it becomes COM1.
+    assert_eq!(serial("<console type='pty'/>"), Some(SerialConfig::Pty));
+    assert_eq!(
+        serial("<console type='pty'><target type='serial' port='0'/></console>"),
+        Some(SerialConfig::Pty)
+    );
+    // A serial console is a second view of the first serial; the serial's backend wins.
+    assert_eq!(
+        serial("<serial type='stdio'/><console type='pty'><target type='serial'/></console>"),
+        Some(SerialConfig::Stdio)
+    );
+    let m = unsupported(&doc(
+        "",
+        "",
+        "<console type='pty'><target type='virtio'/></console>",
+    ));
+    assert!(m.contains("target type 'virtio'"), "{m}");
+    let m = unsupported(&doc("", "", "<serial type='pty'/><serial type='pty'/>"));
+    assert!(m.contains("2 <serial> ports"), "{m}");
+    let m = unsupported(&doc(
+        "",
+        "",
+        "<serial type='pty'><target type='pci-serial'/></serial>",
+    ));
+    assert!(m.contains("'pci-serial'"), "{m}");
+    let m = unsupported(&doc(
+        "",
+        "",
+        "<serial type='pty'><target port='1'/></serial>",
+    ));
+    assert!(m.contains("serial port 1"), "{m}");
+}
+
+#[test]
+fn devices() {
+    for (dev, name) in [
+        (
+            "<disk type='file' device='disk'/>",
+            "<disk> devices are not supported yet",
+        ),
+        (
+            "<interface type='network'/>",
+            "<interface> devices are not supported yet",
+        ),
+        (
+            "<rng model='virtio'/>",
+            "<rng> devices are not supported yet",
+        ),
+        (
+            "<graphics type='vnc'/>",
+            "<graphics> devices are not supported yet",
+        ),
+        ("<video/>", "<video> devices are not supported yet"),
+        (
+            "<memballoon model='virtio'/>",
+            "<memballoon model='virtio'> is not supported yet",
+        ),
+        (
+            "<input type='tablet' bus='usb'/>",
+            "<input type='tablet' bus='usb'> devices are not supported yet",
+        ),
+    ] {
+        let m = unsupported(&doc("", "", dev));
+        assert!(m.contains(name), "{m}");
+    }
+}

@@ -87,7 +87,7 @@ impl Chardev {
         };
         let source = el.child("source");
         let source_path = source.and_then(|s| s.attr("path")).map(str::to_string);
-        if kind.needs_path() && source_path.as_deref().map_or(true, str::is_empty) {
+        if kind.needs_path() && !matches!(source_path.as_deref(), Some(p) if !p.is_empty()) {
             return Err(DomainError::ChardevMissingPath);
         }
         let source_append = match source.and_then(|s| s.attr("append")) {
