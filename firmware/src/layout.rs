@@ -173,6 +173,12 @@ pub fn ram_regions(mem_bytes: u64) -> Result<Vec<(GuestAddress, usize)>, LayoutE
     Ok(regions)
 }
 
+/// End (exclusive) of the RAM below the MMIO hole for a guest of `mem_bytes`:
+/// the ceiling for the initrd (see `boot::initrd_load_address`).
+pub fn low_ram_end(mem_bytes: u64) -> u64 {
+    mem_bytes.min(MMIO_HOLE_START)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +227,12 @@ mod tests {
     fn overflow_is_rejected() {
         let size = !(MEM_ALIGNMENT - 1);
         assert_eq!(ram_regions(size), Err(LayoutError::TooLarge(size)));
+    }
+
+    #[test]
+    fn low_ram_end_stops_at_hole() {
+        assert_eq!(low_ram_end(512 << 20), 512 << 20);
+        assert_eq!(low_ram_end(8 << 30), MMIO_HOLE_START);
     }
 
     #[test]

@@ -438,6 +438,27 @@ fn iasl_decodes_fadt_and_madt() {
     assert!(madt.contains("[I/O APIC]"), "{madt}");
     assert!(madt.contains("[Interrupt Source Override]"), "{madt}");
     assert!(madt.contains("[Local APIC NMI]"), "{madt}");
+    assert_eq!(
+        madt.matches("Runtime Online Capable : 1").count(),
+        1,
+        "{madt}"
+    );
+    assert_eq!(madt.matches("Processor Enabled : 1").count(), 2, "{madt}");
     let xsdt = disassemble(&dir.0, "xsdt", &tables.xsdt);
     assert!(xsdt.contains("ACPI Table Address   0"), "{xsdt}");
+}
+
+#[test]
+fn iasl_decodes_x2apic_madt() {
+    let mem = guest_memory(16 << 20);
+    let mut p = AcpiPlatform::new(vec![0, 256]);
+    p.max_vcpus = 3;
+    let rsdp = write_acpi_tables(&mem, &p).unwrap();
+    let madt = walk(&mem, rsdp).madt;
+    let dir = TempDir::new("x2apic");
+    let dsl = disassemble(&dir.0, "apic", &madt);
+    assert_eq!(dsl.matches("[Processor Local x2APIC]").count(), 2, "{dsl}");
+    assert!(dsl.contains("Processor x2Apic ID : 00000101"), "{dsl}");
+    assert!(dsl.contains("[Local x2APIC NMI]"), "{dsl}");
+    assert!(dsl.contains("[Local APIC NMI]"), "{dsl}");
 }
