@@ -30,14 +30,19 @@ impl Ged {
 
 impl BusDevice for Ged {
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
-        // Reading acknowledges: each press is delivered once.
         data.fill(0);
         if let Some(first) = data.first_mut() {
-            *first = std::mem::take(&mut self.status);
+            *first = self.status;
         }
     }
 
-    fn write(&mut self, _offset: u64, _data: &[u8]) {}
+    /// Write-1-to-clear, as the DSDT's `_EVT` acknowledges before notifying, so a press that lands between
+    /// the two is not lost.
+    fn write(&mut self, _offset: u64, data: &[u8]) {
+        if let Some(&ack) = data.first() {
+            self.status &= !ack;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -46,7 +51,7 @@ mod tests {
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     #[test]
-    fn press_latches_status_and_interrupts_once() {
+    fn press_latches_status_until_acknowledged() {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let mut ged = Ged::new(EventFdTrigger(irq.try_clone().unwrap()));
         ged.press_power_button().unwrap();
@@ -54,6 +59,9 @@ mod tests {
         let mut v = [0u8];
         ged.read(0, &mut v);
         assert_eq!(v, [GED_POWER_BUTTON]);
+        ged.read(0, &mut v);
+        assert_eq!(v, [GED_POWER_BUTTON], "reading does not acknowledge");
+        ged.write(0, &[GED_POWER_BUTTON]);
         ged.read(0, &mut v);
         assert_eq!(v, [0]);
     }

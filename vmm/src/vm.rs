@@ -1,0 +1,485 @@
+//! A virtual machine: built from a [`VmConfig`], booted, and rebuilt on reset as `on_reboot` says.
+//!
+//! What outlives a boot — the console and its input pump, the CMOS (its RAM is battery-backed), the power
+//! button — is created once in [`Vm::new`]. Everything the guest can dirty — KVM VM, memory, vCPUs — is
+//! created fresh for each boot by [`Machine::build`], so a reboot starts from a clean platform.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use ironvirt_devices::bus::{lock, Bus, BusDevice};
+use ironvirt_devices::legacy::{self, AcpiPmDevice, BootTimer, Cmos, Ged, SerialDevice, I8042};
+use ironvirt_devices::{EventFdTrigger, GuestRequest, GuestRequestSink};
+use ironvirt_firmware::{acpi as fwacpi, e820, layout};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
+    KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::arch::{cpuid, lapic, msrs, regs, topology::ApicLayout};
+use crate::config::{LifecycleAction, VmConfig};
+use crate::console::{ConsoleBackend, SerialInput};
+use crate::vcpu::{MachineEvent, VcpuContext, VcpuThread};
+use crate::{boot, VmError};
+
+/// Where KVM keeps its per-VM TSS and identity map on Intel hosts: just below the BIOS, inside the MMIO hole.
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+const VCPU_STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How a VM's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest powered off and `on_poweroff` said destroy.
+    PoweredOff,
+    /// The guest rebooted and `on_reboot` said destroy.
+    RebootDestroyed,
+    /// The guest crashed and `on_crash` said destroy; the text says what happened.
+    Crashed(String),
+    /// [`VmHandle::stop`] was called.
+    Stopped,
+}
+
+/// Controls a running [`Vm`] from another thread.
+#[derive(Clone)]
+pub struct VmHandle {
+    events: Sender<MachineEvent>,
+    ged: Arc<Mutex<Ged>>,
+}
+
+impl VmHandle {
+    /// Ends the VM as if its power cord were pulled; [`Vm::run`] returns [`VmExit::Stopped`].
+    pub fn stop(&self) {
+        let _ = self.events.send(MachineEvent::Stop);
+    }
+
+    /// Presses the guest's ACPI power button (an orderly shutdown for guests that handle it).
+    pub fn press_power_button(&self) -> std::io::Result<()> {
+        lock(&self.ged).press_power_button()
+    }
+}
+
+/// A device an embedder (or a test) adds to the machine, at a fixed port or MMIO range.
+struct ExtraDevice {
+    mmio: bool,
+    base: u64,
+    len: u64,
+    device: Arc<Mutex<dyn BusDevice>>,
+}
+
+pub struct Vm {
+    config: VmConfig,
+    kvm: Kvm,
+    supported_cpuid: CpuId,
+    process_start: Instant,
+    events_tx: Sender<MachineEvent>,
+    events_rx: Receiver<MachineEvent>,
+    serial: Option<(Arc<Mutex<SerialDevice>>, EventFd)>,
+    cmos: Arc<Mutex<Cmos>>,
+    ged: Arc<Mutex<Ged>>,
+    ged_irq: EventFd,
+    boot_timer: Arc<Mutex<BootTimer>>,
+    extra: Vec<ExtraDevice>,
+    event_loop: Option<EventLoop>,
+    pty_path: Option<std::path::PathBuf>,
+}
+
+struct EventLoop {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Vm {
+    /// Validates `config`, opens `/dev/kvm` and the console. `process_start` is when the embedding process
+    /// started, for the boot timer.
+    pub fn new(config: VmConfig, process_start: Instant) -> Result<Self, VmError> {
+        crate::validate::validate(&config)?;
+        let kvm = Kvm::new().map_err(VmError::KvmOpen)?;
+        let supported_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| VmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+        let (events_tx, events_rx) = channel();
+
+        let mut event_manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
+            EventManager::new().map_err(|e| VmError::EventLoop(e.to_string()))?;
+        let mut serial = None;
+        let mut pty_path = None;
+        if let Some(serial_config) = &config.serial {
+            let backend = ConsoleBackend::open(serial_config)?;
+            pty_path = backend.pty_path.clone();
+            if let Some(p) = &pty_path {
+                // The same words QEMU uses, which libvirt-era tooling greps for.
+                eprintln!(
+                    "char device redirected to {} (label charserial0)",
+                    p.display()
+                );
+            }
+            let irq = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
+            let drained = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
+            let device = Arc::new(Mutex::new(SerialDevice::new(
+                EventFdTrigger(irq.try_clone().map_err(VmError::EventFd)?),
+                drained.try_clone().map_err(VmError::EventFd)?,
+                backend.output,
+            )));
+            if let Some(source) = backend.input {
+                let input =
+                    SerialInput::new(device.clone(), drained, source).map_err(VmError::EventFd)?;
+                event_manager.add_subscriber(Arc::new(Mutex::new(input)));
+            }
+            serial = Some((device, irq));
+        }
+        let event_loop = Some(EventLoop::spawn(event_manager)?);
+
+        let ged_irq = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
+        let ged = Arc::new(Mutex::new(Ged::new(EventFdTrigger(
+            ged_irq.try_clone().map_err(VmError::EventFd)?,
+        ))));
+        let name = config.name.clone();
+        let boot_timer = Arc::new(Mutex::new(BootTimer::new(
+            process_start,
+            Box::new(move |elapsed| {
+                eprintln!(
+                    "ironvirt-vmm: domain {name}: guest boot completed {:.3} ms after process start",
+                    elapsed.as_secs_f64() * 1000.0
+                )
+            }),
+        )));
+        Ok(Vm {
+            config,
+            kvm,
+            supported_cpuid,
+            process_start,
+            events_tx,
+            events_rx,
+            serial,
+            cmos: Arc::new(Mutex::new(Cmos::new())),
+            ged,
+            ged_irq,
+            boot_timer,
+            extra: Vec::new(),
+            event_loop,
+            pty_path,
+        })
+    }
+
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
+    /// The pseudo-terminal the serial console is on, for `<serial type='pty'>`.
+    pub fn pty_path(&self) -> Option<&std::path::Path> {
+        self.pty_path.as_deref()
+    }
+
+    pub fn handle(&self) -> VmHandle {
+        VmHandle {
+            events: self.events_tx.clone(),
+            ged: self.ged.clone(),
+        }
+    }
+
+    /// Adds a device at `[base, base + len)` of the MMIO space (for embedders and tests).
+    pub fn add_mmio_device(&mut self, base: u64, len: u64, device: Arc<Mutex<dyn BusDevice>>) {
+        self.extra.push(ExtraDevice {
+            mmio: true,
+            base,
+            len,
+            device,
+        });
+    }
+
+    /// Adds a device at ports `[base, base + len)`.
+    pub fn add_pio_device(&mut self, base: u16, len: u16, device: Arc<Mutex<dyn BusDevice>>) {
+        self.extra.push(ExtraDevice {
+            mmio: false,
+            base: u64::from(base),
+            len: u64::from(len),
+            device,
+        });
+    }
+
+    /// Boots the guest and runs it until it is powered off, destroyed or stopped, rebooting as the lifecycle
+    /// actions say.
+    pub fn run(&mut self) -> Result<VmExit, VmError> {
+        loop {
+            let machine = Machine::build(self)?;
+            let event = machine.run(&self.events_rx);
+            let action = match &event {
+                MachineEvent::Stop => return Ok(VmExit::Stopped),
+                MachineEvent::Guest(GuestRequest::PowerOff) => {
+                    (self.config.on_poweroff, VmExit::PoweredOff)
+                }
+                MachineEvent::Guest(GuestRequest::Reset) => {
+                    (self.config.on_reboot, VmExit::RebootDestroyed)
+                }
+                MachineEvent::Crash(why) => {
+                    eprintln!(
+                        "ironvirt-vmm: domain {}: guest crashed: {why}",
+                        self.config.name
+                    );
+                    (self.config.on_crash, VmExit::Crashed(why.clone()))
+                }
+            };
+            match action {
+                (LifecycleAction::Restart, _) => {
+                    log::info!("domain {}: restarting the guest", self.config.name);
+                    continue;
+                }
+                (_, exit) => return Ok(exit),
+            }
+        }
+    }
+
+    fn request_sink(&self) -> GuestRequestSink {
+        let tx = Mutex::new(self.events_tx.clone());
+        Arc::new(move |req| {
+            let _ = lock(&tx).send(MachineEvent::Guest(req));
+        })
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(el) = self.event_loop.take() {
+            el.stop.store(true, Ordering::Release);
+            let _ = el.thread.join();
+        }
+        crate::console::terminal::restore();
+    }
+}
+
+impl EventLoop {
+    fn spawn(
+        mut manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>,
+    ) -> Result<Self, VmError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("event-loop".into())
+            .spawn(move || {
+                while !stop_flag.load(Ordering::Acquire) {
+                    // The timeout bounds how long shutdown waits for this thread.
+                    if let Err(e) = manager.run_with_timeout(100) {
+                        log::error!("event loop failed: {e}");
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| VmError::EventLoop(e.to_string()))?;
+        Ok(EventLoop { stop, thread })
+    }
+}
+
+/// One boot's worth of KVM state.
+struct Machine {
+    _vm_fd: VmFd,
+    _memory: GuestMemoryMmap,
+    vcpus: Vec<VcpuThread>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Machine {
+    fn build(vm: &Vm) -> Result<Self, VmError> {
+        let config = &vm.config;
+        let vm_fd = vm
+            .kvm
+            .create_vm()
+            .map_err(|e| VmError::Kvm("KVM_CREATE_VM", e))?;
+        // Intel needs these two pages reserved; AMD and software KVMs ignore them.
+        if let Err(e) = vm_fd.set_tss_address(KVM_TSS_ADDRESS) {
+            log::debug!("KVM_SET_TSS_ADDR: {e}");
+        }
+        if let Err(e) = vm_fd.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS) {
+            log::debug!("KVM_SET_IDENTITY_MAP_ADDR: {e}");
+        }
+        vm_fd
+            .create_irq_chip()
+            .map_err(|e| VmError::Kvm("KVM_CREATE_IRQCHIP", e))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm_fd
+            .create_pit2(pit)
+            .map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
+
+        let memory = crate::memory::create(config.memory_bytes)?;
+        register_memory(&vm_fd, &memory)?;
+
+        let layout = ApicLayout::new(&config.topology);
+        let apic_ids: Vec<u32> = (0..config.vcpus).map(|i| layout.apic_id(i)).collect();
+        let mut platform = fwacpi::AcpiPlatform::new(apic_ids.clone());
+        platform.max_vcpus = config.max_vcpus;
+        platform.serial = config.serial.is_some();
+        let rsdp = fwacpi::write_acpi_tables(&memory, &platform)
+            .map_err(|e| VmError::Firmware(e.to_string()))?;
+        let e820 =
+            e820::e820_map(config.memory_bytes).map_err(|e| VmError::Firmware(e.to_string()))?;
+        let entry = boot::load(&memory, &config.boot, &e820, rsdp)?;
+        regs::write_boot_tables(&memory, &entry)?;
+
+        let (pio, mmio) = build_buses(vm, &vm_fd)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut vcpus = Vec::with_capacity(apic_ids.len());
+        let mut machine_vcpus = Vec::new();
+        for (index, apic_id) in apic_ids.iter().enumerate() {
+            let index = index as u32;
+            let vcpu = vm_fd
+                .create_vcpu(u64::from(*apic_id))
+                .map_err(|e| VmError::Kvm("KVM_CREATE_VCPU", e))?;
+            let cpuid = cpuid::vcpu_cpuid(&vm.supported_cpuid, index, &layout)?;
+            vcpu.set_cpuid2(&cpuid)
+                .map_err(|e| VmError::Kvm("KVM_SET_CPUID2", e))?;
+            let boot_msrs =
+                msrs::boot_msrs().map_err(|e| VmError::Firmware(format!("MSR list: {e:?}")))?;
+            let set = vcpu
+                .set_msrs(&boot_msrs)
+                .map_err(|e| VmError::Kvm("KVM_SET_MSRS", e))?;
+            if set != boot_msrs.as_slice().len() {
+                let failed = msrs::boot_msr_entries()
+                    .get(set)
+                    .map(|m| m.index)
+                    .unwrap_or(0);
+                log::debug!("vCPU {index}: KVM accepted {set} boot MSRs; MSR {failed:#x} refused");
+            }
+            vcpu.set_fpu(&regs::boot_fpu())
+                .map_err(|e| VmError::Kvm("KVM_SET_FPU", e))?;
+            let mut lapic_state = vcpu
+                .get_lapic()
+                .map_err(|e| VmError::Kvm("KVM_GET_LAPIC", e))?;
+            lapic::set_lint(&mut lapic_state);
+            vcpu.set_lapic(&lapic_state)
+                .map_err(|e| VmError::Kvm("KVM_SET_LAPIC", e))?;
+            if index == 0 {
+                regs::setup_boot_vcpu(&vcpu, &entry)?;
+            }
+            machine_vcpus.push((index, vcpu));
+        }
+        for (index, vcpu) in machine_vcpus {
+            let ctx = VcpuContext {
+                index,
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                stop: stop.clone(),
+                events: vm.events_tx.clone(),
+            };
+            let thread =
+                VcpuThread::spawn(format!("vcpu{index}"), vcpu, ctx).map_err(VmError::Thread)?;
+            vcpus.push(thread);
+        }
+        log::debug!(
+            "domain {}: {} vCPUs started {:?} after process start",
+            config.name,
+            vcpus.len(),
+            vm.process_start.elapsed()
+        );
+        Ok(Machine {
+            _vm_fd: vm_fd,
+            _memory: memory,
+            vcpus,
+            stop,
+        })
+    }
+
+    /// Waits for the first event that ends this boot, then stops every vCPU.
+    fn run(self, events: &Receiver<MachineEvent>) -> MachineEvent {
+        // The sender lives in `Vm`, so the channel cannot disconnect while we wait.
+        let event = events.recv().unwrap_or(MachineEvent::Stop);
+        self.stop.store(true, Ordering::Release);
+        for vcpu in self.vcpus {
+            vcpu.stop_and_join(VCPU_STOP_DEADLINE);
+        }
+        // Other vCPUs may have reported the same shutdown; those reports belong to this boot.
+        while let Ok(e) = events.try_recv() {
+            if e == MachineEvent::Stop {
+                return e;
+            }
+        }
+        event
+    }
+}
+
+fn register_memory(vm_fd: &VmFd, memory: &GuestMemoryMmap) -> Result<(), VmError> {
+    for (slot, region) in memory.iter().enumerate() {
+        let region_desc = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+        };
+        // SAFETY: the mapping backing `region` lives in `Machine::_memory`, which outlives the VM fd's use of it
+        // (the vCPUs are joined before `Machine` is dropped), and the slots do not overlap.
+        unsafe { vm_fd.set_user_memory_region(region_desc) }
+            .map_err(|e| VmError::Kvm("KVM_SET_USER_MEMORY_REGION", e))?;
+    }
+    Ok(())
+}
+
+fn build_buses(vm: &Vm, vm_fd: &VmFd) -> Result<(Bus, Bus), VmError> {
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    let sink = vm.request_sink();
+    let insert = |bus: &mut Bus, dev: Arc<Mutex<dyn BusDevice>>, base: u64, len: u64| {
+        bus.insert(dev, base, len)
+            .map_err(|e| VmError::Device(e.to_string()))
+    };
+    if let Some((serial, irq)) = &vm.serial {
+        vm_fd
+            .register_irqfd(irq, layout::COM1_GSI)
+            .map_err(|e| VmError::Kvm("KVM_IRQFD", e))?;
+        insert(
+            &mut pio,
+            serial.clone(),
+            u64::from(layout::COM1_PORT),
+            u64::from(layout::COM1_PORT_LEN),
+        )?;
+    }
+    insert(
+        &mut pio,
+        Arc::new(Mutex::new(I8042::new(sink.clone()))),
+        u64::from(legacy::i8042::I8042_BASE),
+        u64::from(legacy::i8042::I8042_LEN),
+    )?;
+    insert(
+        &mut pio,
+        vm.cmos.clone(),
+        u64::from(legacy::cmos::CMOS_BASE),
+        u64::from(legacy::cmos::CMOS_LEN),
+    )?;
+    let pm = AcpiPmDevice::new(layout::ACPI_S5_SLP_TYP, layout::ACPI_RESET_VALUE, sink);
+    insert(
+        &mut pio,
+        Arc::new(Mutex::new(pm)),
+        u64::from(layout::ACPI_SLEEP_CONTROL_PORT),
+        legacy::acpi_pm::ACPI_PM_LEN,
+    )?;
+    vm_fd
+        .register_irqfd(&vm.ged_irq, layout::GED_GSI)
+        .map_err(|e| VmError::Kvm("KVM_IRQFD", e))?;
+    insert(
+        &mut pio,
+        vm.ged.clone(),
+        u64::from(layout::GED_STATUS_PORT),
+        1,
+    )?;
+    insert(
+        &mut pio,
+        vm.boot_timer.clone(),
+        u64::from(legacy::boot_timer::BOOT_TIMER_PORT),
+        1,
+    )?;
+    for extra in &vm.extra {
+        let bus = if extra.mmio { &mut mmio } else { &mut pio };
+        insert(bus, extra.device.clone(), extra.base, extra.len)?;
+    }
+    Ok((pio, mmio))
+}
