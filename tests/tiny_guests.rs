@@ -472,3 +472,113 @@ fn vmm_binary_rejects_bad_domain_xml() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("unsupported configuration: "), "{stderr}");
 }
+
+fn echo_guest(dir: &std::path::Path) -> PathBuf {
+    let mut g = Guest::new32();
+    g.print("ready\n");
+    g.echo_line();
+    g.print("bye\n");
+    g.power_off();
+    write_file(dir, "echo.elf", &pvh_elf(&g.assemble(LOAD_ADDR)))
+}
+
+#[test]
+fn serial_input_over_a_unix_socket() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = scratch_dir("serial-unix");
+    let sock = dir.join("console.sock");
+    let mut cfg = config(echo_guest(&dir), dir.join("unused"), 1);
+    cfg.serial = Some(SerialConfig::Unix {
+        path: sock.clone(),
+        listen: true,
+    });
+    let vm = Vm::new(cfg, Instant::now()).unwrap();
+    // Output before a client connects is dropped, as QEMU's server sockets do; connect first.
+    let client = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let runner = std::thread::spawn(move || run_with_limit(vm, Duration::from_secs(30)));
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    (&client).write_all(b"typed over the socket\n").unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "typed over the socket\n");
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "bye\n");
+    assert_eq!(runner.join().unwrap(), VmExit::PoweredOff);
+}
+
+#[test]
+fn serial_input_over_a_pty() {
+    use std::io::{Read, Write};
+    let dir = scratch_dir("serial-pty");
+    let mut cfg = config(echo_guest(&dir), dir.join("unused"), 1);
+    cfg.serial = Some(SerialConfig::Pty);
+    let vm = Vm::new(cfg, Instant::now()).unwrap();
+    let pty = vm
+        .pty_path()
+        .expect("a pty backend reports its path")
+        .to_path_buf();
+    assert!(pty.starts_with("/dev/pts/"), "{}", pty.display());
+    let mut term = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&pty)
+        .unwrap();
+    let runner = std::thread::spawn(move || run_with_limit(vm, Duration::from_secs(30)));
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("ready\n") {
+        let n = term.read(&mut buf).unwrap();
+        seen.extend_from_slice(&buf[..n]);
+    }
+    term.write_all(b"typed on the pty\n").unwrap();
+    while !String::from_utf8_lossy(&seen).contains("bye\n") {
+        let n = term.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "pty closed early; saw {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&seen),
+        "ready\ntyped on the pty\nbye\n"
+    );
+    assert_eq!(runner.join().unwrap(), VmExit::PoweredOff);
+}
+
+#[test]
+fn vmm_binary_stdio_console_takes_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = scratch_dir("stdio-echo");
+    let xml = domain_xml("echo", &echo_guest(&dir), "<serial type='stdio'/>", "");
+    let domain = write_file(&dir, "domain.xml", xml.as_bytes());
+    let mut child = vmm()
+        .arg("--domain")
+        .arg(&domain)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"typed on stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ready\ntyped on stdin\nbye\n"
+    );
+}

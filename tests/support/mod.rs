@@ -164,3 +164,21 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::write(&p, bytes).unwrap();
     p
 }
+
+impl Guest {
+    /// Polls COM1 for input and echoes each byte back until a newline, so tests can check both directions.
+    pub fn echo_line(&mut self) -> &mut Self {
+        let mut poll = self.a.create_label();
+        self.a.set_label(&mut poll).unwrap();
+        self.a.mov(dx, (COM1 + 5) as u32).unwrap(); // line status register
+        self.a.in_(al, dx).unwrap();
+        self.a.test(al, 1).unwrap(); // data ready
+        self.a.jz(poll).unwrap();
+        self.a.mov(dx, COM1 as u32).unwrap();
+        self.a.in_(al, dx).unwrap();
+        self.a.out(dx, al).unwrap();
+        self.a.cmp(al, b'\n' as u32).unwrap();
+        self.a.jne(poll).unwrap();
+        self
+    }
+}
