@@ -317,6 +317,9 @@ impl Machine {
         let apic_ids: Vec<u32> = (0..config.vcpus).map(|i| layout.apic_id(i)).collect();
         let mut platform = fwacpi::AcpiPlatform::new(apic_ids.clone());
         platform.max_vcpus = config.max_vcpus;
+        platform.hotplug_apic_ids = (config.vcpus..config.max_vcpus)
+            .map(|i| layout.apic_id(i))
+            .collect();
         platform.serial = config.serial.is_some();
         let rsdp = fwacpi::write_acpi_tables(&memory, &platform)
             .map_err(|e| VmError::Firmware(e.to_string()))?;

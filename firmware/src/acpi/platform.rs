@@ -56,6 +56,9 @@ pub struct AcpiPlatform {
     /// counting up from the highest boot APIC ID + 1 and UIDs continuing the
     /// vCPU indices.
     pub max_vcpus: u32,
+    /// APIC IDs for the hot-pluggable vCPUs (those from `apic_ids.len()` up to `max_vcpus`), when the VMM's
+    /// topology fixes them; empty means "count up from the highest boot APIC ID + 1".
+    pub hotplug_apic_ids: Vec<u32>,
     /// Describe COM1 (0x3f8, IRQ 4) in the DSDT.
     pub serial: bool,
     /// virtio-mmio devices, in order: the n-th gets `_UID` n.
@@ -72,6 +75,7 @@ impl AcpiPlatform {
         Self {
             apic_ids,
             max_vcpus,
+            hotplug_apic_ids: Vec::new(),
             serial: true,
             virtio_mmio: Vec::new(),
             oem: OemIds::default(),
@@ -150,14 +154,22 @@ impl AcpiPlatform {
             })
             .collect();
         for (n, uid) in (boot..max).enumerate() {
-            let apic_id = highest
-                .checked_add(1 + n as u32)
-                .ok_or(AcpiError::ApicIdOverflow)?;
+            let apic_id = match self.hotplug_apic_ids.get(n) {
+                Some(&id) => id,
+                None => highest
+                    .checked_add(1 + n as u32)
+                    .ok_or(AcpiError::ApicIdOverflow)?,
+            };
             cpus.push(Cpu {
                 uid: uid as u32,
                 apic_id,
                 enabled: false,
             });
+        }
+        let mut all: Vec<u32> = cpus.iter().map(|c| c.apic_id).collect();
+        all.sort_unstable();
+        if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
+            return Err(AcpiError::DuplicateApicId(w[0]));
         }
         Ok(cpus)
     }

@@ -462,3 +462,19 @@ fn iasl_decodes_x2apic_madt() {
     assert!(dsl.contains("[Local x2APIC NMI]"), "{dsl}");
     assert!(dsl.contains("[Local APIC NMI]"), "{dsl}");
 }
+
+#[test]
+fn hotplug_apic_ids_follow_the_vmm_topology() {
+    let mut p = AcpiPlatform::new(vec![0, 1]);
+    p.max_vcpus = 4;
+    p.hotplug_apic_ids = vec![4, 5];
+    let ids: Vec<(u32, bool)> = p
+        .cpus()
+        .unwrap()
+        .iter()
+        .map(|c| (c.apic_id, c.enabled))
+        .collect();
+    assert_eq!(ids, vec![(0, true), (1, true), (4, false), (5, false)]);
+    p.hotplug_apic_ids = vec![1, 5];
+    assert!(matches!(p.cpus(), Err(AcpiError::DuplicateApicId(1))));
+}
