@@ -9,6 +9,15 @@
 //! - [`run`]: boot L1 with a payload script, capture its console, parse `IRONVIRT-LAB:` markers.
 
 pub mod artifacts;
+pub mod binaries;
 pub mod bzimage;
 pub mod cpio;
+pub mod demo;
+pub mod initramfs;
+pub mod lab;
+pub mod markers;
+pub mod modules;
+pub mod run;
 pub mod tools;
+
+pub use lab::{Lab, LabError};
