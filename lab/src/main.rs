@@ -12,9 +12,11 @@ const USAGE: &str = "usage:
       download/cache the Debian kernel and busybox, print their paths
   ironvirt-lab demo --vmm PATH [--domain examples/demo.xml]
       boot the demo guest under ironvirt-vmm (directly on hardware KVM, else inside the lab)
-  ironvirt-lab shell-run PAYLOAD.sh [--qemu] [--bin HOST[:DEST]]... [--timeout SECS]
+  ironvirt-lab shell-run PAYLOAD.sh [--qemu] [--net] [--bin HOST[:DEST]]... [--timeout SECS]
       boot L1 and run PAYLOAD.sh in it (helpers from lab/src/sh/functions.sh available);
-      --qemu adds QEMU (L2 baseline), --bin adds a binary (default DEST /bin/NAME)
+      --qemu adds QEMU (L2 baseline; see $LAB_QEMU_DATA, $LAB_QEMU_BIOS), --net loads tun/bridge/
+      veth/nftables modules, --bin adds a binary (default DEST /bin/NAME); the L2 kernel and a demo
+      initramfs are at $LAB_L2_BZIMAGE, $LAB_L2_VMLINUX, $LAB_L2_INITRD
 
 environment: IRONVIRT_LAB_DIR overrides the cache/run directory (default <workspace>/target/lab)";
 
@@ -66,6 +68,7 @@ fn shell_run(args: &[String]) -> Result<u8, String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--qemu" => l1.include_qemu = true,
+            "--net" => l1.network_modules = true,
             "--bin" => {
                 let spec = it.next().ok_or("--bin needs HOST[:DEST]")?;
                 let (host, dest) = match spec.split_once(':') {

@@ -210,8 +210,8 @@ pub fn run(cfg: &L1Config) -> Result<L1Run, RunError> {
         path: cfg.log.display().to_string(),
         source,
     };
-    let mut log = File::create(&cfg.log).map_err(log_err)?;
-    drop(log.flush());
+    // Truncate: the log holds this run's attempts only.
+    File::create(&cfg.log).map_err(log_err)?;
     let mut retried = Vec::new();
     let mut attempt = 1;
     loop {
