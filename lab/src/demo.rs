@@ -103,7 +103,7 @@ pub fn main(args: &[String]) -> Result<u8, String> {
     println!(
         "ironvirt-lab: this machine's /dev/kvm cannot run a stock Linux kernel (no vmx/svm in \
          /proc/cpuinfo: nested software KVM), so the same VM runs inside the lab (a QEMU-TCG VM with \
-         emulated AMD-V); booting the lab takes a minute or two..."
+         emulated AMD-V); booting it takes from ten seconds to a minute..."
     );
     let xml = render_domain(&template, l1_paths::BZIMAGE, l1_paths::L2_INITRD);
     let mut l1 = L1Initramfs::new(
