@@ -35,7 +35,7 @@ echo "L2-GUEST: init $up"
 echo "L2-GUEST: cpus $(grep -c '^processor' /proc/cpuinfo)"
 echo "L2-GUEST: memtotal-kib $(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
 # Boot-timer port: magic 123 at 0x3f0 makes ironvirt-vmm log "guest boot completed" (QEMU ignores it).
-printf '\173' | dd of=/dev/port bs=1 seek=1008 count=1 2>/dev/null
+/bin/boot-timer
 while :; do
     echo "L2-GUEST: ready-for-input"
     IFS= read -r cmd || { sleep 1; continue; }

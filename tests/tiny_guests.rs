@@ -582,3 +582,28 @@ fn vmm_binary_stdio_console_takes_input() {
         "ready\ntyped on stdin\nbye\n"
     );
 }
+
+#[test]
+fn reset_vector_holds_the_platform_reset_stub() {
+    let dir = scratch_dir("reset-vector");
+    let mut g = Guest::new32();
+    let mut bad = g.a.create_label();
+    let mut done = g.a.create_label();
+    // mov dx, 0x602 (ba 02 06) then mov al, 1 (b0 ..): the first four bytes at F000:FFF0.
+    g.a.cmp(dword_ptr(0xffff0u32), 0xb006_02ba_u32).unwrap();
+    g.a.jne(bad).unwrap();
+    g.print("stub ok\n");
+    g.a.jmp(done).unwrap();
+    g.a.set_label(&mut bad).unwrap();
+    g.print("stub missing\n");
+    g.a.set_label(&mut done).unwrap();
+    g.power_off();
+    let kernel = write_file(&dir, "guest.elf", &pvh_elf(&g.assemble(LOAD_ADDR)));
+    let log = dir.join("serial.log");
+    let vm = Vm::new(config(kernel, log.clone(), 1), Instant::now()).unwrap();
+    assert_eq!(
+        run_with_limit(vm, Duration::from_secs(20)),
+        VmExit::PoweredOff
+    );
+    assert_eq!(read(&log), "stub ok\n");
+}

@@ -5,8 +5,7 @@ use linux_loader::bootparam::boot_e820_entry;
 use linux_loader::loader::elf::start_info::hvm_memmap_table_entry;
 
 use crate::layout::{
-    ram_regions, LayoutError, ACPI_AREA_END, ACPI_AREA_START, EBDA_START, HIMEM_START,
-    LOW_MEMORY_END,
+    ram_regions, LayoutError, ACPI_AREA_START, EBDA_START, HIMEM_START, LOW_MEMORY_END,
 };
 
 /// The kind of an e820 range; the discriminants are the e820 type codes,
@@ -80,7 +79,7 @@ pub fn e820_map(mem_bytes: u64) -> Result<Vec<E820Entry>, LayoutError> {
         E820Entry::new(EBDA_START, LOW_MEMORY_END - EBDA_START, E820Kind::Reserved),
         E820Entry::new(
             ACPI_AREA_START,
-            ACPI_AREA_END - ACPI_AREA_START,
+            HIMEM_START - ACPI_AREA_START,
             E820Kind::Reserved,
         ),
     ];

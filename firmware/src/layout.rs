@@ -52,7 +52,12 @@ pub const LOW_MEMORY_END: u64 = 0xa0000;
 /// 0xE0000..0x100000 for the RSDP when it is not told where it is.
 pub const ACPI_AREA_START: u64 = 0xe0000;
 /// End (exclusive) of the ACPI table area.
-pub const ACPI_AREA_END: u64 = HIMEM_START;
+pub const ACPI_AREA_END: u64 = RESET_VECTOR;
+
+/// The x86 reset vector (F000:FFF0): where a CPU starts after a reset, and where Linux jumps when it reboots
+/// "through the BIOS" (its fallback when ACPI is hardware-reduced, see [`crate::reset_vector`]). The last 16
+/// bytes below 1 MiB.
+pub const RESET_VECTOR: u64 = HIMEM_START - 16;
 /// The RSDP sits at the start of the ACPI area (16-byte aligned, as scanned).
 pub const RSDP_START: u64 = ACPI_AREA_START;
 

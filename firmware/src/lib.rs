@@ -13,3 +13,4 @@ pub mod acpi;
 pub mod boot;
 pub mod e820;
 pub mod layout;
+pub mod reset_vector;

@@ -17,7 +17,7 @@ mem=$(awk '/^MemTotal:/ { printf "%d", $2 / 1024 }' /proc/meminfo)
 read -r up _ < /proc/uptime
 echo "ironvirt demo guest: Linux $(uname -r), $ncpu CPUs, $mem MiB (reached /init after $up s)"
 # Tell the VMM's boot-timer port that boot is complete (magic 123 at 0x3f0).
-printf '\173' | dd of=/dev/port bs=1 seek=1008 count=1 2>/dev/null
+/bin/boot-timer
 poweroff -f
 "#;
 

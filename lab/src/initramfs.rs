@@ -201,6 +201,7 @@ impl L2Initramfs {
             let names: Vec<&str> = self.modules.iter().map(String::as_str).collect();
             add_modules(w, &artifacts.kernel.modules_dir, &names)?;
             w.file("init", 0o755, self.init.as_bytes())?;
+            w.file("bin/boot-timer", 0o755, &crate::boot_timer::elf())?;
             add_extra(w, &self.extra_files)
         })
     }

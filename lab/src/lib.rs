@@ -10,6 +10,7 @@
 
 pub mod artifacts;
 pub mod binaries;
+pub mod boot_timer;
 pub mod bzimage;
 pub mod cpio;
 pub mod demo;

@@ -64,6 +64,7 @@ fn shell_run(args: &[String]) -> Result<u8, String> {
     let mut payload = None;
     let mut l1 = L1Initramfs::default();
     let mut timeout = Duration::from_secs(600);
+    let mut guest_init = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -85,6 +86,12 @@ fn shell_run(args: &[String]) -> Result<u8, String> {
                 };
                 l1.binaries.push((host, dest));
             }
+            "--guest-init" => {
+                let path = it.next().ok_or("--guest-init needs a file")?;
+                guest_init = Some(
+                    std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?,
+                );
+            }
             "--timeout" => {
                 let secs = it
                     .next()
@@ -101,7 +108,11 @@ fn shell_run(args: &[String]) -> Result<u8, String> {
         .map_err(|e| format!("reading {}: {e}", payload.display()))?;
     let lab = Lab::prepare().map_err(|e| e.to_string())?;
     // A default guest so payloads can boot L2 right away ($LAB_L2_INITRD).
-    let l2 = L2Initramfs::with_prelude(ironvirt_lab::demo::DEMO_GUEST_BODY);
+    let l2 = L2Initramfs::with_prelude(
+        guest_init
+            .as_deref()
+            .unwrap_or(ironvirt_lab::demo::DEMO_GUEST_BODY),
+    );
     l1.l2_initramfs = Some(lab.build_l2("shell-run", &l2).map_err(|e| e.to_string())?);
     let run = lab
         .run("shell-run", &l1, |cfg| {

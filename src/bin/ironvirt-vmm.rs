@@ -80,18 +80,53 @@ fn parse_args() -> Result<Args, String> {
         .ok_or_else(|| "missing '--domain FILE.xml'".to_string())
 }
 
-fn run(domain_path: PathBuf, process_start: Instant) -> Result<VmExit, String> {
+fn run(
+    domain_path: PathBuf,
+    process_start: Instant,
+    stop_signals: libc::sigset_t,
+) -> Result<VmExit, String> {
     let bytes = std::fs::read(&domain_path)
         .map_err(|e| format!("cannot read domain XML {}: {e}", domain_path.display()))?;
     let domain =
         Domain::parse_bytes(&bytes).map_err(|e| format!("{}: {e}", domain_path.display()))?;
     let config = vm_config(&domain).map_err(|e| e.to_string())?;
     let mut vm = Vm::new(config, process_start).map_err(|e| e.to_string())?;
+    stop_on_signals(vm.handle(), stop_signals);
     vm.run().map_err(|e| e.to_string())
+}
+
+/// SIGTERM, SIGINT and SIGHUP stop the VM like a pulled power cord, but through [`Vm::run`]'s normal return,
+/// so the host terminal is restored and sockets are cleaned up. The signals are blocked in every thread
+/// (threads inherit the mask from `main`) and taken synchronously by one waiter thread.
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise the set; pthread_sigmask only changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn stop_on_signals(handle: ironvirt_vmm::VmHandle, set: libc::sigset_t) {
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig = 0;
+            // SAFETY: sigwait on a set of blocked signals, writing the signal number into `sig`.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                log::info!("signal {sig}: stopping the guest");
+                handle.stop();
+            }
+        });
 }
 
 fn main() -> ExitCode {
     let process_start = Instant::now();
+    let stop_signals = block_stop_signals();
     init_logging();
     let domain = match parse_args() {
         Ok(Args::Run { domain }) => domain,
@@ -108,7 +143,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = run(domain, process_start);
+    let result = run(domain, process_start, stop_signals);
     ironvirt_vmm::terminal::restore();
     match result {
         Ok(VmExit::PoweredOff) | Ok(VmExit::Stopped) => ExitCode::SUCCESS,

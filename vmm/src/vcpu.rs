@@ -79,6 +79,22 @@ impl VcpuThread {
 }
 
 fn run(mut vcpu: VcpuFd, ctx: VcpuContext) {
+    run_until_stop(&mut vcpu, &ctx);
+    if log::log_enabled!(log::Level::Debug) {
+        let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+        let (cs, cr0) = vcpu
+            .get_sregs()
+            .map(|s| (s.cs.base, s.cr0))
+            .unwrap_or((0, 0));
+        let mp = vcpu.get_mp_state().map(|m| m.mp_state).unwrap_or(u32::MAX);
+        log::debug!(
+            "vCPU {} stopped at rip {rip:#x} (cs base {cs:#x}, cr0 {cr0:#x}, mp_state {mp})",
+            ctx.index
+        );
+    }
+}
+
+fn run_until_stop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
     let send = |e| {
         let _ = ctx.events.send(e);
     };

@@ -323,6 +323,8 @@ impl Machine {
         platform.serial = config.serial.is_some();
         let rsdp = fwacpi::write_acpi_tables(&memory, &platform)
             .map_err(|e| VmError::Firmware(e.to_string()))?;
+        ironvirt_firmware::reset_vector::write_reset_vector(&memory)
+            .map_err(|e| VmError::Firmware(format!("reset vector: {e}")))?;
         let e820 =
             e820::e820_map(config.memory_bytes).map_err(|e| VmError::Firmware(e.to_string()))?;
         let entry = boot::load(&memory, &config.boot, &e820, rsdp)?;
@@ -396,6 +398,7 @@ impl Machine {
     fn run(self, events: &Receiver<MachineEvent>) -> MachineEvent {
         // The sender lives in `Vm`, so the channel cannot disconnect while we wait.
         let event = events.recv().unwrap_or(MachineEvent::Stop);
+        log::info!("stopping the vCPUs: {event:?}");
         self.stop.store(true, Ordering::Release);
         for vcpu in self.vcpus {
             vcpu.stop_and_join(VCPU_STOP_DEADLINE);
