@@ -62,6 +62,8 @@ pub fn build(oem: &OemIds, dsdt_addr: u64) -> FADT {
     fadt.reset_value = ACPI_RESET_VALUE;
     fadt.sleep_control_reg = io_byte_register(ACPI_SLEEP_CONTROL_PORT);
     fadt.sleep_status_reg = io_byte_register(ACPI_SLEEP_STATUS_PORT);
-    fadt.iapc_boot_arch = (IAPC_BOOT_ARCH_8042 | IAPC_BOOT_ARCH_VGA_NOT_PRESENT).into();
+    // No 8042 flag: the VMM emulates only the i8042's reset line, not a keyboard controller, and a guest told
+    // there is one probes it and fails ("Can't read CTR"). Its reboot fallback still pulses port 0x64.
+    fadt.iapc_boot_arch = IAPC_BOOT_ARCH_VGA_NOT_PRESENT.into();
     fadt.finalize()
 }
