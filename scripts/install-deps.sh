@@ -16,7 +16,11 @@ missing=()
 for p in qemu-system-x86 "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The lab fetches Debian's kernel with `apt-get download`, which needs package lists even when every
+# package above is already installed.
+have_lists() { compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; }
 if [ "${#missing[@]}" -eq 0 ]; then
+    have_lists || $SUDO apt-get update -q
     echo "install-deps: everything is installed"
     exit 0
 fi
