@@ -607,3 +607,93 @@ fn reset_vector_holds_the_platform_reset_stub() {
     );
     assert_eq!(read(&log), "stub ok\n");
 }
+
+/// Counts every write it sees.
+#[derive(Default)]
+struct Counter(u64);
+
+impl BusDevice for Counter {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn write(&mut self, _offset: u64, _data: &[u8]) {
+        self.0 += 1;
+    }
+}
+
+#[test]
+fn pause_stops_guest_execution_until_resume() {
+    const PORT: u16 = 0x530;
+    let dir = scratch_dir("pause");
+    let mut g = Guest::new32();
+    let mut spin = g.a.create_label();
+    g.a.mov(dx, PORT as u32).unwrap();
+    g.a.set_label(&mut spin).unwrap();
+    g.a.out(dx, al).unwrap();
+    g.a.jmp(spin).unwrap();
+    let kernel = write_file(&dir, "guest.elf", &pvh_elf(&g.assemble(LOAD_ADDR)));
+    let mut vm = Vm::new(config(kernel, dir.join("serial.log"), 2), Instant::now()).unwrap();
+    let counter = Arc::new(Mutex::new(Counter::default()));
+    vm.add_pio_device(PORT, 1, counter.clone());
+    let handle = vm.handle();
+    let runner = std::thread::spawn(move || vm.run());
+    let count = || counter.lock().unwrap().0;
+    let start = Instant::now();
+    while count() < 100 {
+        assert!(start.elapsed() < Duration::from_secs(10), "guest never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    handle.pause().unwrap();
+    assert!(handle.is_paused());
+    let frozen = count();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count(), frozen, "a paused guest ran");
+    handle.resume();
+    let start = Instant::now();
+    while count() < frozen + 100 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "guest did not resume"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Stopping a paused VM works too.
+    handle.pause().unwrap();
+    handle.stop();
+    assert_eq!(runner.join().unwrap().unwrap(), VmExit::Stopped);
+}
+
+#[test]
+fn host_reset_reboots_the_guest() {
+    let dir = scratch_dir("host-reset");
+    let mut g = Guest::new32();
+    let mut first = g.a.create_label();
+    g.outb(0x70, 0x41);
+    g.a.mov(dx, 0x71u32).unwrap();
+    g.a.in_(al, dx).unwrap();
+    g.a.mov(bl, al).unwrap();
+    g.a.inc(al).unwrap();
+    g.a.out(dx, al).unwrap();
+    g.a.cmp(bl, 0).unwrap();
+    g.a.je(first).unwrap();
+    g.print("booted again\n");
+    g.power_off();
+    g.a.set_label(&mut first).unwrap();
+    g.print("first boot\n");
+    g.halt_forever();
+    let kernel = write_file(&dir, "guest.elf", &pvh_elf(&g.assemble(LOAD_ADDR)));
+    let log = dir.join("serial.log");
+    let mut cfg = config(kernel, log.clone(), 1);
+    cfg.on_reboot = LifecycleAction::Destroy; // a host reset reboots regardless
+    let vm = Vm::new(cfg, Instant::now()).unwrap();
+    let handle = vm.handle();
+    let runner = std::thread::spawn(move || run_with_limit(vm, Duration::from_secs(20)));
+    let start = Instant::now();
+    while read(&log) != "first boot\n" {
+        assert!(start.elapsed() < Duration::from_secs(10), "no first boot");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    handle.reset();
+    assert_eq!(runner.join().unwrap(), VmExit::PoweredOff);
+    assert_eq!(read(&log), "first boot\nbooted again\n");
+}

@@ -9,6 +9,7 @@ mod boot;
 pub mod config;
 mod console;
 mod memory;
+mod run_control;
 pub mod validate;
 mod vcpu;
 mod vm;
@@ -17,6 +18,7 @@ pub use boot::BootError;
 pub use config::*;
 pub use console::{terminal, ConsoleError};
 pub use ironvirt_devices::bus::BusDevice;
+pub use run_control::RunControlError;
 pub use vm::{Vm, VmExit, VmHandle};
 
 /// Everything that can stop a VM from being built or run.

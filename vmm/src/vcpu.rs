@@ -22,6 +22,8 @@ pub enum MachineEvent {
     Crash(String),
     /// The host asked the VMM to stop (a `VmHandle`).
     Stop,
+    /// The host asked for a hard reset (`virsh reset`): the guest boots again whatever `on_reboot` says.
+    HostReset,
 }
 
 /// The signal that kicks a vCPU thread out of KVM_RUN.
@@ -30,6 +32,13 @@ fn kick_signal() -> i32 {
 }
 
 extern "C" fn ignore_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Interrupts `thread`'s KVM_RUN (if it is in one).
+pub fn kick_thread(thread: libc::pthread_t) {
+    // SAFETY: pthread_kill with a thread id of a vCPU thread that has not been joined yet (threads are
+    // unregistered from RunControl before they are joined) and a signal whose handler is installed.
+    unsafe { libc::pthread_kill(thread, kick_signal()) };
+}
 
 fn install_kick_handler() {
     static ONCE: Once = Once::new();
@@ -45,12 +54,20 @@ pub struct VcpuThread {
     handle: JoinHandle<()>,
 }
 
+impl VcpuThread {
+    pub fn pthread(&self) -> libc::pthread_t {
+        use std::os::unix::thread::JoinHandleExt;
+        self.handle.as_pthread_t()
+    }
+}
+
 pub struct VcpuContext {
     pub index: u32,
     pub pio: Bus,
     pub mmio: Bus,
     pub stop: Arc<AtomicBool>,
     pub events: Sender<MachineEvent>,
+    pub control: Arc<crate::run_control::RunControl>,
 }
 
 impl VcpuThread {
@@ -99,6 +116,11 @@ fn run_until_stop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
         let _ = ctx.events.send(e);
     };
     while !ctx.stop.load(Ordering::Acquire) {
+        ctx.control
+            .park_while_paused(|| ctx.stop.load(Ordering::Acquire));
+        if ctx.stop.load(Ordering::Acquire) {
+            break;
+        }
         match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
                 if !ctx.pio.read(u64::from(port), data) {

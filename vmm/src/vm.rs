@@ -26,6 +26,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::arch::{cpuid, lapic, msrs, regs, topology::ApicLayout};
 use crate::config::{LifecycleAction, VmConfig};
 use crate::console::{ConsoleBackend, SerialInput};
+use crate::run_control::{RunControl, RunControlError};
 use crate::vcpu::{MachineEvent, VcpuContext, VcpuThread};
 use crate::{boot, VmError};
 
@@ -52,6 +53,7 @@ pub enum VmExit {
 pub struct VmHandle {
     events: Sender<MachineEvent>,
     ged: Arc<Mutex<Ged>>,
+    control: Arc<RunControl>,
 }
 
 impl VmHandle {
@@ -64,7 +66,27 @@ impl VmHandle {
     pub fn press_power_button(&self) -> std::io::Result<()> {
         lock(&self.ged).press_power_button()
     }
+
+    /// Stops the vCPUs; returns once none of them runs guest code.
+    pub fn pause(&self) -> Result<(), RunControlError> {
+        self.control.pause(PAUSE_DEADLINE)
+    }
+
+    pub fn resume(&self) {
+        self.control.resume();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.control.is_paused()
+    }
+
+    /// Resets the machine at once, without the guest's cooperation; it boots again.
+    pub fn reset(&self) {
+        let _ = self.events.send(MachineEvent::HostReset);
+    }
 }
+
+const PAUSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A device an embedder (or a test) adds to the machine, at a fixed port or MMIO range.
 struct ExtraDevice {
@@ -89,6 +111,7 @@ pub struct Vm {
     extra: Vec<ExtraDevice>,
     event_loop: Option<EventLoop>,
     pty_path: Option<std::path::PathBuf>,
+    control: Arc<RunControl>,
 }
 
 struct EventLoop {
@@ -166,6 +189,7 @@ impl Vm {
             extra: Vec::new(),
             event_loop,
             pty_path,
+            control: Arc::new(RunControl::default()),
         })
     }
 
@@ -182,6 +206,7 @@ impl Vm {
         VmHandle {
             events: self.events_tx.clone(),
             ged: self.ged.clone(),
+            control: self.control.clone(),
         }
     }
 
@@ -213,6 +238,10 @@ impl Vm {
             let event = machine.run(&self.events_rx);
             let action = match &event {
                 MachineEvent::Stop => return Ok(VmExit::Stopped),
+                MachineEvent::HostReset => {
+                    log::info!("domain {}: reset by the host", self.config.name);
+                    continue;
+                }
                 MachineEvent::Guest(GuestRequest::PowerOff) => {
                     (self.config.on_poweroff, VmExit::PoweredOff)
                 }
@@ -279,6 +308,7 @@ impl EventLoop {
 
 /// One boot's worth of KVM state.
 struct Machine {
+    control: Arc<RunControl>,
     _vm_fd: VmFd,
     _memory: GuestMemoryMmap,
     vcpus: Vec<VcpuThread>,
@@ -375,11 +405,14 @@ impl Machine {
                 mmio: mmio.clone(),
                 stop: stop.clone(),
                 events: vm.events_tx.clone(),
+                control: vm.control.clone(),
             };
             let thread =
                 VcpuThread::spawn(format!("vcpu{index}"), vcpu, ctx).map_err(VmError::Thread)?;
             vcpus.push(thread);
         }
+        vm.control
+            .register_threads(vcpus.iter().map(VcpuThread::pthread).collect());
         log::debug!(
             "domain {}: {} vCPUs started {:?} after process start",
             config.name,
@@ -387,6 +420,7 @@ impl Machine {
             vm.process_start.elapsed()
         );
         Ok(Machine {
+            control: vm.control.clone(),
             _vm_fd: vm_fd,
             _memory: memory,
             vcpus,
@@ -400,6 +434,9 @@ impl Machine {
         let event = events.recv().unwrap_or(MachineEvent::Stop);
         log::info!("stopping the vCPUs: {event:?}");
         self.stop.store(true, Ordering::Release);
+        // Nobody may kick these threads once they can be joined; parked ones must see the stop.
+        self.control.register_threads(Vec::new());
+        self.control.wake_all();
         for vcpu in self.vcpus {
             vcpu.stop_and_join(VCPU_STOP_DEADLINE);
         }
