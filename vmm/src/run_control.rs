@@ -18,6 +18,8 @@ pub struct RunControl {
     parked: AtomicUsize,
     /// pthread ids of the current boot's vCPU threads, for kicking.
     threads: Mutex<Vec<libc::pthread_t>>,
+    /// Kernel thread ids of the vCPU threads by vCPU index, for CPU accounting and affinity.
+    tids: Mutex<Vec<Option<i32>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,23 @@ pub enum RunControlError {
 impl RunControl {
     pub fn register_threads(&self, threads: Vec<libc::pthread_t>) {
         *lock(&self.threads) = threads;
+    }
+
+    /// Records the calling thread as vCPU `index`.
+    pub fn register_vcpu_tid(&self, index: u32) {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let mut tids = lock(&self.tids);
+        let i = index as usize;
+        if tids.len() <= i {
+            tids.resize(i + 1, None);
+        }
+        tids[i] = Some(tid);
+    }
+
+    /// Thread ids of the vCPUs of the current boot, by vCPU index.
+    pub fn vcpu_tids(&self) -> Vec<Option<i32>> {
+        lock(&self.tids).clone()
     }
 
     pub fn is_paused(&self) -> bool {

@@ -96,6 +96,7 @@ impl VcpuThread {
 }
 
 fn run(mut vcpu: VcpuFd, ctx: VcpuContext) {
+    ctx.control.register_vcpu_tid(ctx.index);
     run_until_stop(&mut vcpu, &ctx);
     if log::log_enabled!(log::Level::Debug) {
         let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);

@@ -80,6 +80,12 @@ impl VmHandle {
         self.control.is_paused()
     }
 
+    /// Kernel thread ids of the vCPU threads (by vCPU index) of the current boot; `None` for a vCPU that
+    /// has not started yet.
+    pub fn vcpu_tids(&self) -> Vec<Option<i32>> {
+        self.control.vcpu_tids()
+    }
+
     /// Resets the machine at once, without the guest's cooperation; it boots again.
     pub fn reset(&self) {
         let _ = self.events.send(MachineEvent::HostReset);
