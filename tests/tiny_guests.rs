@@ -33,6 +33,7 @@ fn config(kernel: PathBuf, serial_log: PathBuf, vcpus: u32) -> VmConfig {
         on_poweroff: LifecycleAction::Destroy,
         on_reboot: LifecycleAction::Restart,
         on_crash: LifecycleAction::Destroy,
+        disks: Vec::new(),
         serial: Some(SerialConfig::File {
             path: serial_log,
             append: false,

@@ -4,8 +4,10 @@
 //! raised through [`vm_superio::Trigger`] implementations (an irqfd `EventFd` in the VMM, a counter in tests),
 //! and requests a guest makes of the whole machine (power off, reset) go through a [`GuestRequestSink`].
 
+pub mod block;
 pub mod bus;
 pub mod legacy;
+pub mod virtio;
 
 use std::sync::Arc;
 

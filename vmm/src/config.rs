@@ -29,6 +29,31 @@ pub struct VmConfig {
     pub on_crash: LifecycleAction,
     /// The guest's first 16550 UART (COM1); `None` leaves COM1 absent.
     pub serial: Option<SerialConfig>,
+    /// virtio-blk disks, in the order the guest should see them (vda, vdb, ...).
+    pub disks: Vec<DiskConfig>,
+}
+
+pub use ironvirt_devices::block::{BackingSpec, CacheMode, ImageFormat};
+
+/// One `<disk>`: a virtio-blk device over a raw or qcow2 image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// `<target dev=…>`, for messages and statistics.
+    pub target: String,
+    /// The image file or block device.
+    pub path: PathBuf,
+    pub format: ImageFormat,
+    /// `<readonly/>`, or a cdrom.
+    pub read_only: bool,
+    pub cache: CacheMode,
+    /// `<driver discard='unmap'>`.
+    pub discard_unmap: bool,
+    /// `<serial>`, reported to the guest as the disk's ID.
+    pub serial: Option<String>,
+    /// `<backingStore>` chain, overriding what the image header says.
+    pub backing: Option<BackingSpec>,
+    /// `<shareable/>`: other VMs may have the image open too (QEMU then takes shared locks only).
+    pub shareable: bool,
 }
 
 /// CPU topology as libvirt describes it; `sockets * dies * cores * threads` must equal `max_vcpus`.

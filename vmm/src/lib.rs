@@ -8,6 +8,7 @@ pub mod arch;
 mod boot;
 pub mod config;
 mod console;
+mod disks;
 mod memory;
 mod run_control;
 pub mod validate;
@@ -45,6 +46,8 @@ pub enum VmError {
     Cpuid(#[from] arch::cpuid::CpuidError),
     #[error("device setup: {0}")]
     Device(String),
+    #[error("disk '{target}': {reason}")]
+    Disk { target: String, reason: String },
     #[error("cannot create an eventfd: {0}")]
     EventFd(std::io::Error),
     #[error("event loop: {0}")]

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use ironvirt_devices::bus::{lock, Bus, BusDevice};
 use ironvirt_devices::legacy::{self, AcpiPmDevice, BootTimer, Cmos, Ged, SerialDevice, I8042};
+use ironvirt_devices::virtio::block::Block;
+use ironvirt_devices::virtio::mmio::MMIO_WINDOW;
 use ironvirt_devices::{EventFdTrigger, GuestRequest, GuestRequestSink};
 use ironvirt_firmware::{acpi as fwacpi, e820, layout};
 use kvm_bindings::{
@@ -110,6 +112,7 @@ pub struct Vm {
     events_tx: Sender<MachineEvent>,
     events_rx: Receiver<MachineEvent>,
     serial: Option<(Arc<Mutex<SerialDevice>>, EventFd)>,
+    disks: Vec<Arc<Mutex<Block>>>,
     cmos: Arc<Mutex<Cmos>>,
     ged: Arc<Mutex<Ged>>,
     ged_irq: EventFd,
@@ -164,6 +167,10 @@ impl Vm {
             }
             serial = Some((device, irq));
         }
+        let disks = crate::disks::open_all(&config.disks)?;
+        for disk in &disks {
+            event_manager.add_subscriber(disk.clone());
+        }
         let event_loop = Some(EventLoop::spawn(event_manager)?);
 
         let ged_irq = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
@@ -189,6 +196,7 @@ impl Vm {
             events_rx,
             serial,
             cmos: Arc::new(Mutex::new(Cmos::new())),
+            disks,
             ged,
             ged_irq,
             boot_timer,
@@ -357,6 +365,14 @@ impl Machine {
             .map(|i| layout.apic_id(i))
             .collect();
         platform.serial = config.serial.is_some();
+        platform.virtio_mmio = crate::disks::mmio_slots(vm.disks.len())?
+            .iter()
+            .map(|slot| fwacpi::VirtioMmioDevice {
+                base: slot.base,
+                size: MMIO_WINDOW,
+                gsi: slot.gsi,
+            })
+            .collect();
         let rsdp = fwacpi::write_acpi_tables(&memory, &platform)
             .map_err(|e| VmError::Firmware(e.to_string()))?;
         ironvirt_firmware::reset_vector::write_reset_vector(&memory)
@@ -366,7 +382,8 @@ impl Machine {
         let entry = boot::load(&memory, &config.boot, &e820, rsdp)?;
         regs::write_boot_tables(&memory, &entry)?;
 
-        let (pio, mmio) = build_buses(vm, &vm_fd)?;
+        let (pio, mut mmio) = build_buses(vm, &vm_fd)?;
+        crate::disks::attach(&vm.disks, &vm_fd, &memory, &mut mmio)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut vcpus = Vec::with_capacity(apic_ids.len());

@@ -14,9 +14,9 @@ pub(super) fn check(domain: &Domain) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// `<serial>`/`<console>` are checked by the serial module.
+/// `<serial>`/`<console>` are checked by the serial module, `<disk>` by the disks module.
 fn handled_elsewhere(dev: &Element) -> bool {
-    matches!(dev.name.as_str(), "serial" | "console")
+    matches!(dev.name.as_str(), "serial" | "console" | "disk")
 }
 
 /// Elements libvirt adds by default that change nothing for a microVM without PCI or graphics.

@@ -4,6 +4,7 @@
 //! feature we lack stays defined and starts once the feature lands.
 
 mod devices;
+mod disks;
 mod serial;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,9 @@ pub enum LaunchError {
     Unsupported(String),
     #[error("invalid argument: {what} path '{path}' must be absolute")]
     RelativePath { what: &'static str, path: String },
+    /// The document says something libvirt itself would refuse.
+    #[error("XML error: {0}")]
+    Invalid(String),
 }
 
 impl LaunchError {
@@ -36,6 +40,7 @@ pub fn vm_config(domain: &Domain) -> Result<VmConfig, LaunchError> {
     let (on_poweroff, on_reboot, on_crash) = lifecycle(domain)?;
     devices::check(domain)?;
     let serial = serial::serial_config(domain)?;
+    let disks = disks::disk_configs(domain)?;
     let vcpus = domain.vcpus();
     Ok(VmConfig {
         name: domain.name().to_string(),
@@ -50,6 +55,7 @@ pub fn vm_config(domain: &Domain) -> Result<VmConfig, LaunchError> {
         on_reboot,
         on_crash,
         serial,
+        disks,
     })
 }
 

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use ironvirt_vmm::{CpuTopology, LifecycleAction, SerialConfig};
+use ironvirt_vmm::{CacheMode, CpuTopology, ImageFormat, LifecycleAction, SerialConfig};
 
 use super::*;
 
@@ -216,8 +216,8 @@ fn console_semantics() {
 fn devices() {
     for (dev, name) in [
         (
-            "<disk type='file' device='disk'/>",
-            "<disk> devices are not supported yet",
+            "<disk type='network' device='disk'><source protocol='nbd' name='x'/><target dev='vda' bus='virtio'/></disk>",
+            "disk 'vda': disk type 'network' is not supported",
         ),
         (
             "<interface type='network'/>",
@@ -244,4 +244,72 @@ fn devices() {
         let m = unsupported(&doc("", "", dev));
         assert!(m.contains(name), "{m}");
     }
+}
+
+#[test]
+fn disks_in_target_order_with_driver_options() {
+    let c = config(&doc(
+        "",
+        "",
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none' discard='unmap'/>\
+         <source file='/img/b.qcow2'/><backingStore type='file'><format type='raw'/><source file='/img/base.raw'/>\
+         <backingStore/></backingStore><target dev='vdb' bus='virtio'/><serial>SER-B</serial><shareable/></disk>\
+         <disk type='block' device='disk'><source dev='/dev/sdz'/><target dev='vda'/><readonly/></disk>\
+         <disk type='file' device='cdrom'><source file='/img/x.iso'/><target dev='vdaa' bus='virtio'/></disk>",
+    ))
+    .unwrap();
+    let targets: Vec<&str> = c.disks.iter().map(|d| d.target.as_str()).collect();
+    assert_eq!(targets, ["vda", "vdb", "vdaa"]);
+    let (a, b, cd) = (&c.disks[0], &c.disks[1], &c.disks[2]);
+    assert_eq!(a.path, std::path::PathBuf::from("/dev/sdz"));
+    assert!(a.read_only && a.format == ImageFormat::Raw && a.cache == CacheMode::Writeback);
+    assert_eq!(
+        (b.format, b.cache, b.discard_unmap, b.shareable),
+        (ImageFormat::Qcow2, CacheMode::None, true, true)
+    );
+    assert_eq!(b.serial.as_deref(), Some("SER-B"));
+    let backing = b.backing.as_ref().unwrap();
+    assert_eq!(
+        (backing.path.to_str(), backing.format),
+        (Some("/img/base.raw"), ImageFormat::Raw)
+    );
+    assert!(backing.backing.is_none());
+    assert!(cd.read_only, "a cdrom is a read-only disk");
+}
+
+#[test]
+fn disks_refused() {
+    let disk = |inner: &str| {
+        doc(
+            "",
+            "",
+            &format!("<disk type='file' device='disk'>{inner}</disk>"),
+        )
+    };
+    assert!(
+        unsupported(&disk("<source file='/a'/><target dev='sda' bus='sata'/>"))
+            .contains("bus 'sata'")
+    );
+    assert!(unsupported(&disk("<source file='/a'/><target dev='sda'/>")).contains("bus 'scsi'"));
+    assert!(unsupported(&disk("<target dev='vda'/>")).contains("without media"));
+    assert!(unsupported(&disk(
+        "<driver type='vmdk'/><source file='/a'/><target dev='vda'/>"
+    ))
+    .contains("'vmdk'"));
+    assert!(
+        refused(&disk("<source file='rel.img'/><target dev='vda'/>")).contains("must be absolute")
+    );
+    assert!(refused(&disk("<source file='/a'/>")).contains("missing target"));
+    let two = doc(
+        "",
+        "",
+        "<disk type='file'><source file='/a'/><target dev='vda'/></disk><disk type='file'><source file='/b'/><target dev='vda'/></disk>",
+    );
+    assert!(refused(&two).contains("duplicated"));
+    assert!(unsupported(&doc(
+        "",
+        "",
+        "<disk type='volume'><source pool='p' volume='v'/><target dev='vda'/></disk>"
+    ))
+    .contains("type 'volume'"));
 }

@@ -1,0 +1,117 @@
+//! Virtio: a transport-independent device trait, the virtio-mmio transport, and devices.
+//!
+//! A device's queues are driven from the VMM's event loop: the transport hands the device its queues and
+//! notification eventfds at activation (the VMM registers those eventfds as KVM ioeventfds on the queue-notify
+//! register, so a guest kick costs no exit to userspace), and the device raises its interrupt through a
+//! [`VirtioInterrupt`]. Everything a guest puts in a queue is untrusted: a malformed chain fails that request,
+//! or puts the device in NEEDS_RESET, and never panics or touches memory outside the guest.
+
+pub mod block;
+pub mod mmio;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Device status bits (virtio 1.2 §2.1).
+pub mod status {
+    pub const ACKNOWLEDGE: u32 = 1;
+    pub const DRIVER: u32 = 2;
+    pub const DRIVER_OK: u32 = 4;
+    pub const FEATURES_OK: u32 = 8;
+    pub const DEVICE_NEEDS_RESET: u32 = 64;
+    pub const FAILED: u32 = 128;
+}
+
+/// Feature bits common to all devices.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+
+/// Interrupt status bits (virtio-mmio InterruptStatus).
+pub const INT_USED_RING: u32 = 1;
+pub const INT_CONFIG_CHANGE: u32 = 2;
+
+/// How a device signals the guest.
+pub trait VirtioInterrupt: Send + Sync {
+    /// Latches `reason` (INT_USED_RING / INT_CONFIG_CHANGE) and raises the interrupt line.
+    fn trigger(&self, reason: u32);
+    /// The device met something it cannot recover from (a chain it cannot answer): report
+    /// DEVICE_NEEDS_RESET in the status register and send a configuration-change interrupt (§2.1.2).
+    fn signal_needs_reset(&self);
+}
+
+/// The interrupt of a virtio-mmio device: a status word the transport exposes, and an irqfd.
+pub struct MmioInterrupt {
+    pub status: AtomicU32,
+    pub needs_reset: AtomicBool,
+    pub irq: EventFd,
+}
+
+impl VirtioInterrupt for MmioInterrupt {
+    fn trigger(&self, reason: u32) {
+        self.status.fetch_or(reason, Ordering::SeqCst);
+        if let Err(e) = self.irq.write(1) {
+            log::warn!("virtio: cannot raise interrupt: {e}");
+        }
+    }
+
+    fn signal_needs_reset(&self) {
+        self.needs_reset.store(true, Ordering::SeqCst);
+        self.trigger(INT_CONFIG_CHANGE);
+    }
+}
+
+/// A queue handed to a device at activation, with the eventfd the guest's kicks arrive on.
+pub struct ActiveQueue {
+    pub queue: Queue,
+    pub notify: EventFd,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("virtio device expects {expected} queues, the driver set up {got}")]
+    QueueCount { expected: usize, got: usize },
+    #[error("virtio queue {0} is not valid (addresses outside guest memory, or a bad size)")]
+    InvalidQueue(usize),
+    #[error("virtio device activation failed: {0}")]
+    Other(String),
+}
+
+/// What a transport needs from a device.
+pub trait VirtioDevice: Send {
+    /// Virtio device ID (2 = block, 1 = net, ...).
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> Vec<u16>;
+    /// Features offered to the driver.
+    fn features(&self) -> u64;
+    /// Device configuration space; reads past its end return zeroes.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts processing: the driver accepted `acked_features` and set up `queues`.
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        queues: Vec<ActiveQueue>,
+        acked_features: u64,
+    ) -> Result<(), ActivateError>;
+    /// Stops processing and returns the queues' notification eventfds so they can be reused.
+    fn reset(&mut self) -> Vec<EventFd>;
+}
+
+/// Reads `data.len()` bytes of a little-endian config space held as bytes.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if start >= config.len() {
+        return;
+    }
+    let end = (start + data.len()).min(config.len());
+    data[..end - start].copy_from_slice(&config[start..end]);
+}

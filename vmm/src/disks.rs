@@ -1,0 +1,111 @@
+//! The VM's disks: virtio-blk devices on virtio-mmio transports.
+//!
+//! Images are opened once, when the VM is created (so a missing or locked image fails `start`, and the lock is
+//! held for the VM's whole life); each boot gets fresh transports bound to that boot's memory and KVM VM, with
+//! the queue-notify register backed by a KVM ioeventfd and the interrupt by an irqfd.
+
+use std::sync::{Arc, Mutex};
+
+use ironvirt_devices::block::{self, OpenOptions};
+use ironvirt_devices::bus::{lock, Bus};
+use ironvirt_devices::virtio::block::{Block, BlockConfig};
+use ironvirt_devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, QUEUE_NOTIFY_OFFSET};
+use ironvirt_devices::virtio::VirtioDevice;
+use ironvirt_firmware::layout::VIRTIO_MMIO_BASE;
+use kvm_ioctls::{IoEventAddress, VmFd};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::config::DiskConfig;
+use crate::VmError;
+
+/// IOAPIC pins for virtio-mmio devices: 0 and 2 are the PIT, 4 COM1, 5 the GED; ISA conventions reserve the
+/// rest below 10 for legacy devices a guest may still probe.
+const VIRTIO_GSIS: std::ops::RangeInclusive<u32> = 10..=23;
+
+/// Where one virtio-mmio device lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmioSlot {
+    pub base: u64,
+    pub gsi: u32,
+}
+
+/// The MMIO windows and interrupt lines of `count` devices, in order.
+pub fn mmio_slots(count: usize) -> Result<Vec<MmioSlot>, VmError> {
+    let gsis: Vec<u32> = VIRTIO_GSIS.collect();
+    if count > gsis.len() {
+        return Err(VmError::Unsupported(format!(
+            "{count} virtio devices requested, at most {} are supported",
+            gsis.len()
+        )));
+    }
+    Ok((0..count)
+        .map(|i| MmioSlot {
+            base: VIRTIO_MMIO_BASE + i as u64 * MMIO_WINDOW,
+            gsi: gsis[i],
+        })
+        .collect())
+}
+
+/// Opens every disk's image.
+pub fn open_all(disks: &[DiskConfig]) -> Result<Vec<Arc<Mutex<Block>>>, VmError> {
+    disks
+        .iter()
+        .map(|d| {
+            let opts = OpenOptions {
+                format: d.format,
+                read_only: d.read_only,
+                cache: d.cache,
+                discard_unmap: d.discard_unmap,
+                backing: d.backing.clone(),
+                // Shareable disks are meant to be open in several VMs at once: no exclusive write lock.
+                lock: !d.shareable,
+            };
+            let backend = block::open(&d.path, &opts).map_err(|e| VmError::Disk {
+                target: d.target.clone(),
+                reason: e.to_string(),
+            })?;
+            let config = BlockConfig {
+                serial: d.serial.clone(),
+                discard: d.discard_unmap,
+            };
+            let dev = Block::new(backend, config).map_err(|e| VmError::Disk {
+                target: d.target.clone(),
+                reason: e.to_string(),
+            })?;
+            Ok(Arc::new(Mutex::new(dev)))
+        })
+        .collect()
+}
+
+/// Puts this boot's transports for `disks` on the MMIO bus.
+pub fn attach(
+    disks: &[Arc<Mutex<Block>>],
+    vm_fd: &VmFd,
+    memory: &GuestMemoryMmap,
+    mmio: &mut Bus,
+) -> Result<(), VmError> {
+    for (disk, slot) in disks.iter().zip(mmio_slots(disks.len())?) {
+        // A reboot starts from a device the new guest has not configured yet.
+        let _ = lock(disk).reset();
+        let irq = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
+        vm_fd
+            .register_irqfd(&irq, slot.gsi)
+            .map_err(|e| VmError::Kvm("KVM_IRQFD", e))?;
+        let device: Arc<Mutex<dyn VirtioDevice>> = disk.clone();
+        let transport =
+            MmioTransport::new(device, memory.clone(), irq).map_err(VmError::EventFd)?;
+        for (evt, queue) in transport.queue_notifiers().map_err(VmError::EventFd)? {
+            vm_fd
+                .register_ioevent(
+                    &evt,
+                    &IoEventAddress::Mmio(slot.base + QUEUE_NOTIFY_OFFSET),
+                    queue,
+                )
+                .map_err(|e| VmError::Kvm("KVM_IOEVENTFD", e))?;
+        }
+        mmio.insert(Arc::new(Mutex::new(transport)), slot.base, MMIO_WINDOW)
+            .map_err(|e| VmError::Device(e.to_string()))?;
+    }
+    Ok(())
+}
