@@ -171,13 +171,57 @@ fn add_extra(w: &mut Writer, files: &[ExtraFile]) -> Result<(), InitramfsError> 
     Ok(())
 }
 
-/// The guest initramfs: busybox, the virtio modules, `/init`, extra files.
+/// Host binaries staged for an archive: stripped copies plus every shared library `ldd` lists.
+struct StagedBinaries {
+    copies: Vec<(PathBuf, String)>,
+    libs: Vec<PathBuf>,
+}
+
+impl StagedBinaries {
+    /// Resolves libraries before anything is written, so a missing binary fails fast.
+    fn stage(binaries: &[(PathBuf, String)], scratch: &Path) -> Result<Self, InitramfsError> {
+        let mut libs: Vec<PathBuf> = Vec::new();
+        let mut copies = Vec::new();
+        for (i, (host, dest)) in binaries.iter().enumerate() {
+            if !host.is_file() {
+                return Err(InitramfsError::MissingBinary(host.display().to_string()));
+            }
+            for lib in binaries::shared_libraries(host)? {
+                if !libs.contains(&lib) {
+                    libs.push(lib);
+                }
+            }
+            let copy = binaries::stripped_copy(host, &scratch.join(format!("{i}")));
+            copies.push((copy, dest.clone()));
+        }
+        Ok(StagedBinaries { copies, libs })
+    }
+
+    fn write(&self, w: &mut Writer) -> Result<(), InitramfsError> {
+        for (copy, dest) in &self.copies {
+            w.file_from(dest, 0o755, copy)?;
+        }
+        for lib in &self.libs {
+            // Archive the library's contents at the path the loader will look for (ldd's path),
+            // even when that path is a symlink on the host.
+            let dest = lib.to_string_lossy();
+            if !w.contains(&dest) {
+                w.file_from(&dest, 0o755, lib)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The guest initramfs: busybox, the virtio modules, `/init`, extra files, host binaries.
 #[derive(Debug, Clone)]
 pub struct L2Initramfs {
     /// The complete `/init` script.
     pub init: String,
     pub modules: Vec<String>,
     pub extra_files: Vec<ExtraFile>,
+    /// Host binaries to install (host path, path in the guest), with their shared libraries.
+    pub binaries: Vec<(PathBuf, String)>,
 }
 
 impl L2Initramfs {
@@ -187,6 +231,7 @@ impl L2Initramfs {
             init: init.into(),
             modules: modules::L2_MODULES.iter().map(|s| s.to_string()).collect(),
             extra_files: Vec::new(),
+            binaries: Vec::new(),
         }
     }
 
@@ -196,14 +241,20 @@ impl L2Initramfs {
     }
 
     pub fn build(&self, artifacts: &Artifacts, out: &Path) -> Result<(), InitramfsError> {
-        write_archive(out, |w| {
+        let scratch = out.with_extension("bin.d");
+        fs::create_dir_all(&scratch).map_err(io_err("creating", &scratch))?;
+        let staged = StagedBinaries::stage(&self.binaries, &scratch)?;
+        let result = write_archive(out, |w| {
             add_base(w, &artifacts.busybox.path)?;
             let names: Vec<&str> = self.modules.iter().map(String::as_str).collect();
             add_modules(w, &artifacts.kernel.modules_dir, &names)?;
+            staged.write(w)?;
             w.file("init", 0o755, self.init.as_bytes())?;
             w.file("bin/boot-timer", 0o755, &crate::boot_timer::elf())?;
             add_extra(w, &self.extra_files)
-        })
+        });
+        let _ = fs::remove_dir_all(&scratch);
+        result
     }
 }
 
@@ -220,6 +271,8 @@ pub struct L1Initramfs {
     pub include_qemu: bool,
     /// Also load tun/bridge/veth/nftables modules.
     pub network_modules: bool,
+    /// Load the virtio-pci disk modules, for runs with `L1Config::drives`.
+    pub storage_modules: bool,
     pub extra_files: Vec<ExtraFile>,
 }
 
@@ -243,39 +296,18 @@ impl L1Initramfs {
             }
             binaries.push((qemu, l1_paths::QEMU.to_string()));
         }
-        // Resolve libraries before writing anything, so a missing binary fails fast.
-        let mut libs: Vec<PathBuf> = Vec::new();
-        let mut staged = Vec::new();
-        for (i, (host, dest)) in binaries.iter().enumerate() {
-            if !host.is_file() {
-                return Err(InitramfsError::MissingBinary(host.display().to_string()));
-            }
-            for lib in binaries::shared_libraries(host)? {
-                if !libs.contains(&lib) {
-                    libs.push(lib);
-                }
-            }
-            let copy = binaries::stripped_copy(host, &scratch.join(format!("{i}")));
-            staged.push((copy, dest.clone()));
-        }
+        let staged = StagedBinaries::stage(&binaries, &scratch)?;
         let result = write_archive(out, |w| {
             add_base(w, &artifacts.busybox.path)?;
             let mut mods: Vec<&str> = modules::L1_KVM_MODULES.to_vec();
             if self.network_modules {
                 mods.extend_from_slice(modules::L1_NET_MODULES);
             }
+            if self.storage_modules {
+                mods.extend_from_slice(modules::L1_STORAGE_MODULES);
+            }
             add_modules(w, &artifacts.kernel.modules_dir, &mods)?;
-            for (copy, dest) in &staged {
-                w.file_from(dest, 0o755, copy)?;
-            }
-            for lib in &libs {
-                // Archive the library's contents at the path the loader will look for (ldd's path),
-                // even when that path is a symlink on the host.
-                let dest = lib.to_string_lossy();
-                if !w.contains(&dest) {
-                    w.file_from(&dest, 0o755, lib)?;
-                }
-            }
+            staged.write(w)?;
             let mut env = String::new();
             if self.include_qemu {
                 for name in QEMU_MICROVM_FIRMWARE {

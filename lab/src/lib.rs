@@ -14,6 +14,7 @@ pub mod boot_timer;
 pub mod bzimage;
 pub mod cpio;
 pub mod demo;
+pub mod ext4;
 pub mod initramfs;
 pub mod lab;
 pub mod markers;

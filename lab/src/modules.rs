@@ -21,6 +21,16 @@ pub const L2_MODULES: &[&str] = &[
 ];
 /// Modules giving L1 a `/dev/kvm` on the emulated AMD-V CPU.
 pub const L1_KVM_MODULES: &[&str] = &["irqbypass", "kvm", "kvm-amd"];
+/// Modules for a virtio-pci disk in L1 (QEMU's default `pc` machine), for tests that need a real
+/// filesystem there (O_DIRECT) or results that outlive L1.
+pub const L1_STORAGE_MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "virtio_blk",
+];
 /// Modules for network tests in L1 (tap, bridges, veth, nftables NAT).
 pub const L1_NET_MODULES: &[&str] = &[
     "tun",

@@ -90,6 +90,9 @@ pub struct L1Config {
     pub echo: Echo,
     /// Extra attempts after a dead L1 (LAB.md recommends one).
     pub retries: u32,
+    /// Raw images given to L1 as virtio disks (`/dev/vda`, `/dev/vdb`, … in L1; needs
+    /// `L1Initramfs::storage_modules`).
+    pub drives: Vec<PathBuf>,
 }
 
 impl L1Config {
@@ -106,6 +109,7 @@ impl L1Config {
             log: log.to_path_buf(),
             echo: Echo::None,
             retries: 1,
+            drives: Vec::new(),
         }
     }
 
@@ -129,6 +133,13 @@ impl L1Config {
             .arg(&self.initrd)
             .arg("-append")
             .arg(&self.cmdline);
+        for drive in &self.drives {
+            let mut spec = std::ffi::OsString::from("file=");
+            // QEMU's option syntax doubles commas in values.
+            spec.push(drive.as_os_str().to_string_lossy().replace(',', ",,"));
+            spec.push(",format=raw,if=virtio,cache=unsafe");
+            c.arg("-drive").arg(spec);
+        }
         c
     }
 }

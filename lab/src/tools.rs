@@ -36,6 +36,7 @@ pub fn package_of(tool: &str) -> &'static str {
         "ldd" => "libc-bin",
         "strip" => "binutils",
         "qemu-system-x86_64" => "qemu-system-x86",
+        "mkfs.ext4" | "debugfs" => "e2fsprogs",
         _ => "the package providing it",
     }
 }
