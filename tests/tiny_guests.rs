@@ -34,6 +34,7 @@ fn config(kernel: PathBuf, serial_log: PathBuf, vcpus: u32) -> VmConfig {
         on_reboot: LifecycleAction::Restart,
         on_crash: LifecycleAction::Destroy,
         disks: Vec::new(),
+        virtio_mmio_on_cmdline: false,
         serial: Some(SerialConfig::File {
             path: serial_log,
             append: false,

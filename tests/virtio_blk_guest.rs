@@ -325,6 +325,7 @@ fn tiny_guest_drives_virtio_blk() {
             backing: None,
             shareable: false,
         }],
+        virtio_mmio_on_cmdline: false,
     };
     let mut vm = Vm::new(config, Instant::now()).unwrap();
     let handle = vm.handle();

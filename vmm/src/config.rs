@@ -31,6 +31,10 @@ pub struct VmConfig {
     pub serial: Option<SerialConfig>,
     /// virtio-blk disks, in the order the guest should see them (vda, vdb, ...).
     pub disks: Vec<DiskConfig>,
+    /// Also describe the virtio-mmio devices on the kernel command line (`virtio_mmio.device=…`), for guest
+    /// kernels built with VIRTIO_MMIO_CMDLINE_DEVICES but without ACPI. They are always in the DSDT; a kernel
+    /// with both would see each device twice, so this is off by default.
+    pub virtio_mmio_on_cmdline: bool,
 }
 
 pub use ironvirt_devices::block::{BackingSpec, CacheMode, ImageFormat};

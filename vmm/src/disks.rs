@@ -16,7 +16,7 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::config::DiskConfig;
+use crate::config::{BootConfig, DiskConfig};
 use crate::VmError;
 
 /// IOAPIC pins for virtio-mmio devices: 0 and 2 are the PIT, 4 COM1, 5 the GED; ISA conventions reserve the
@@ -108,4 +108,54 @@ pub fn attach(
             .map_err(|e| VmError::Device(e.to_string()))?;
     }
     Ok(())
+}
+
+/// `boot` with `virtio_mmio.device=<size>@<base>:<gsi>` appended for each of `count` devices when `on_cmdline`.
+pub fn with_cmdline_devices(
+    boot: &BootConfig,
+    count: usize,
+    on_cmdline: bool,
+) -> Result<BootConfig, VmError> {
+    let mut boot = boot.clone();
+    if on_cmdline {
+        for slot in mmio_slots(count)? {
+            if !boot.cmdline.is_empty() {
+                boot.cmdline.push(' ');
+            }
+            boot.cmdline.push_str(&format!(
+                "virtio_mmio.device=4K@{:#x}:{}",
+                slot.base, slot.gsi
+            ));
+        }
+    }
+    Ok(boot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_and_cmdline_devices() {
+        let slots = mmio_slots(2).unwrap();
+        assert_eq!(
+            slots[1],
+            MmioSlot {
+                base: VIRTIO_MMIO_BASE + 0x1000,
+                gsi: 11
+            }
+        );
+        assert!(mmio_slots(15).is_err());
+        let boot = BootConfig {
+            kernel: "/k".into(),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+        };
+        let with = with_cmdline_devices(&boot, 2, true).unwrap();
+        assert_eq!(
+            with.cmdline,
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:10 virtio_mmio.device=4K@0xd0001000:11"
+        );
+        assert_eq!(with_cmdline_devices(&boot, 2, false).unwrap(), boot);
+    }
 }

@@ -379,7 +379,12 @@ impl Machine {
             .map_err(|e| VmError::Firmware(format!("reset vector: {e}")))?;
         let e820 =
             e820::e820_map(config.memory_bytes).map_err(|e| VmError::Firmware(e.to_string()))?;
-        let entry = boot::load(&memory, &config.boot, &e820, rsdp)?;
+        let boot_config = crate::disks::with_cmdline_devices(
+            &config.boot,
+            vm.disks.len(),
+            config.virtio_mmio_on_cmdline,
+        )?;
+        let entry = boot::load(&memory, &boot_config, &e820, rsdp)?;
         regs::write_boot_tables(&memory, &entry)?;
 
         let (pio, mut mmio) = build_buses(vm, &vm_fd)?;

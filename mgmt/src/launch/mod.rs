@@ -56,6 +56,7 @@ pub fn vm_config(domain: &Domain) -> Result<VmConfig, LaunchError> {
         on_crash,
         serial,
         disks,
+        virtio_mmio_on_cmdline: metadata_flag(domain, "virtio-mmio-cmdline"),
     })
 }
 
@@ -165,3 +166,23 @@ fn topology(domain: &Domain) -> Result<CpuTopology, LaunchError> {
 
 #[cfg(test)]
 mod tests;
+
+/// The XML namespace of ironvirt's own settings in `<metadata>` (libvirt keeps such elements verbatim).
+pub const METADATA_NS: &str = "https://ironvirt.dev/xmlns/domain/1.0";
+
+/// Whether `<metadata>` has an element in [`METADATA_NS`] with an empty child named `flag`, e.g.
+/// `<metadata><iv:vmm xmlns:iv='https://ironvirt.dev/xmlns/domain/1.0'><iv:virtio-mmio-cmdline/></iv:vmm></metadata>`.
+fn metadata_flag(domain: &Domain, flag: &str) -> bool {
+    let Some(metadata) = domain.document().root.child("metadata") else {
+        return false;
+    };
+    metadata
+        .elements()
+        .filter(|el| {
+            el.attributes
+                .iter()
+                .any(|(k, v)| k.starts_with("xmlns") && v == METADATA_NS)
+        })
+        .flat_map(|el| el.elements())
+        .any(|child| child.name.rsplit(':').next() == Some(flag))
+}

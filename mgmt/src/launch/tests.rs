@@ -313,3 +313,17 @@ fn disks_refused() {
     ))
     .contains("type 'volume'"));
 }
+
+#[test]
+fn virtio_mmio_on_the_command_line_is_opt_in_through_metadata() {
+    assert!(!config(&doc("", "", "")).unwrap().virtio_mmio_on_cmdline);
+    let meta = "<metadata><iv:vmm xmlns:iv='https://ironvirt.dev/xmlns/domain/1.0'><iv:virtio-mmio-cmdline/></iv:vmm></metadata>";
+    assert!(config(&doc(meta, "", "")).unwrap().virtio_mmio_on_cmdline);
+    let other_ns =
+        "<metadata><x:vmm xmlns:x='urn:other'><x:virtio-mmio-cmdline/></x:vmm></metadata>";
+    assert!(
+        !config(&doc(other_ns, "", ""))
+            .unwrap()
+            .virtio_mmio_on_cmdline
+    );
+}
