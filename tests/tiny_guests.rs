@@ -35,6 +35,7 @@ fn config(kernel: PathBuf, serial_log: PathBuf, vcpus: u32) -> VmConfig {
         on_crash: LifecycleAction::Destroy,
         disks: Vec::new(),
         virtio_mmio_on_cmdline: false,
+        balloon: None,
         serial: Some(SerialConfig::File {
             path: serial_log,
             append: false,

@@ -326,6 +326,7 @@ fn tiny_guest_drives_virtio_blk() {
             shareable: false,
         }],
         virtio_mmio_on_cmdline: false,
+        balloon: None,
     };
     let mut vm = Vm::new(config, Instant::now()).unwrap();
     let handle = vm.handle();

@@ -35,6 +35,17 @@ pub struct VmConfig {
     /// kernels built with VIRTIO_MMIO_CMDLINE_DEVICES but without ACPI. They are always in the DSDT; a kernel
     /// with both would see each device twice, so this is off by default.
     pub virtio_mmio_on_cmdline: bool,
+    /// `<memballoon model='virtio'>`.
+    pub balloon: Option<BalloonConfig>,
+}
+
+/// A virtio-balloon device: how `setmem --live` takes memory back, and where `dommemstat` comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BalloonConfig {
+    /// `<stats period=…>` in seconds: how often the guest is asked for statistics (None or 0: on demand).
+    pub stats_period: Option<u32>,
+    /// `<driver deflate_on_oom='on'>`.
+    pub deflate_on_oom: bool,
 }
 
 pub use ironvirt_devices::block::{BackingSpec, CacheMode, ImageFormat};

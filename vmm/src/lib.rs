@@ -8,17 +8,19 @@ pub mod arch;
 mod boot;
 pub mod config;
 mod console;
-mod disks;
 mod memory;
 mod run_control;
 pub mod validate;
 mod vcpu;
+mod virtio_devices;
 mod vm;
 
 pub use boot::BootError;
 pub use config::*;
 pub use console::{terminal, ConsoleError};
 pub use ironvirt_devices::bus::BusDevice;
+pub use ironvirt_devices::virtio::balloon::BalloonStats;
+pub use ironvirt_devices::virtio::block::BlockStats;
 pub use run_control::RunControlError;
 pub use vm::{Vm, VmExit, VmHandle};
 

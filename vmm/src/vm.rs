@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use ironvirt_devices::bus::{lock, Bus, BusDevice};
 use ironvirt_devices::legacy::{self, AcpiPmDevice, BootTimer, Cmos, Ged, SerialDevice, I8042};
-use ironvirt_devices::virtio::block::Block;
 use ironvirt_devices::virtio::mmio::MMIO_WINDOW;
 use ironvirt_devices::{EventFdTrigger, GuestRequest, GuestRequestSink};
 use ironvirt_firmware::{acpi as fwacpi, e820, layout};
@@ -30,7 +29,10 @@ use crate::config::{LifecycleAction, VmConfig};
 use crate::console::{ConsoleBackend, SerialInput};
 use crate::run_control::{RunControl, RunControlError};
 use crate::vcpu::{MachineEvent, VcpuContext, VcpuThread};
+use crate::virtio_devices::{BalloonHandle, VirtioDevices};
 use crate::{boot, VmError};
+use ironvirt_devices::virtio::balloon::BalloonStats;
+use ironvirt_devices::virtio::block::{Block, BlockStats};
 
 /// Where KVM keeps its per-VM TSS and identity map on Intel hosts: just below the BIOS, inside the MMIO hole.
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
@@ -56,6 +58,8 @@ pub struct VmHandle {
     events: Sender<MachineEvent>,
     ged: Arc<Mutex<Ged>>,
     control: Arc<RunControl>,
+    balloon: Option<BalloonHandle>,
+    disks: Vec<(String, Arc<Mutex<Block>>)>,
 }
 
 impl VmHandle {
@@ -88,6 +92,35 @@ impl VmHandle {
         self.control.vcpu_tids()
     }
 
+    /// Asks the guest, through the balloon, to make do with `current_bytes` of memory (`setmem --live`).
+    pub fn set_memory(&self, current_bytes: u64) -> Result<(), VmError> {
+        self.balloon()?.set_current_memory(current_bytes)
+    }
+
+    /// The guest's memory as the balloon sees it: what it has now, and its last statistics (asking it for
+    /// fresh ones, which arrive shortly after).
+    pub fn memory_stats(&self) -> Result<(u64, BalloonStats), VmError> {
+        let b = self.balloon()?;
+        b.request_stats()?;
+        Ok((b.actual_bytes(), b.stats()))
+    }
+
+    fn balloon(&self) -> Result<&BalloonHandle, VmError> {
+        self.balloon.as_ref().ok_or_else(|| {
+            VmError::Unsupported(
+                "the domain has no memory balloon device (<memballoon model='virtio'>)".into(),
+            )
+        })
+    }
+
+    /// I/O counters of every disk, by target name.
+    pub fn block_stats(&self) -> Vec<(String, BlockStats)> {
+        self.disks
+            .iter()
+            .map(|(t, d)| (t.clone(), lock(d).stats()))
+            .collect()
+    }
+
     /// Resets the machine at once, without the guest's cooperation; it boots again.
     pub fn reset(&self) {
         let _ = self.events.send(MachineEvent::HostReset);
@@ -112,7 +145,7 @@ pub struct Vm {
     events_tx: Sender<MachineEvent>,
     events_rx: Receiver<MachineEvent>,
     serial: Option<(Arc<Mutex<SerialDevice>>, EventFd)>,
-    disks: Vec<Arc<Mutex<Block>>>,
+    virtio: VirtioDevices,
     cmos: Arc<Mutex<Cmos>>,
     ged: Arc<Mutex<Ged>>,
     ged_irq: EventFd,
@@ -167,9 +200,9 @@ impl Vm {
             }
             serial = Some((device, irq));
         }
-        let disks = crate::disks::open_all(&config.disks)?;
-        for disk in &disks {
-            event_manager.add_subscriber(disk.clone());
+        let virtio = VirtioDevices::open(&config)?;
+        for sub in &virtio.subscribers {
+            event_manager.add_subscriber(sub.clone());
         }
         let event_loop = Some(EventLoop::spawn(event_manager)?);
 
@@ -196,7 +229,7 @@ impl Vm {
             events_rx,
             serial,
             cmos: Arc::new(Mutex::new(Cmos::new())),
-            disks,
+            virtio,
             ged,
             ged_irq,
             boot_timer,
@@ -221,6 +254,8 @@ impl Vm {
             events: self.events_tx.clone(),
             ged: self.ged.clone(),
             control: self.control.clone(),
+            balloon: self.virtio.balloon.clone(),
+            disks: self.virtio.disks.clone(),
         }
     }
 
@@ -365,7 +400,7 @@ impl Machine {
             .map(|i| layout.apic_id(i))
             .collect();
         platform.serial = config.serial.is_some();
-        platform.virtio_mmio = crate::disks::mmio_slots(vm.disks.len())?
+        platform.virtio_mmio = crate::virtio_devices::mmio_slots(vm.virtio.all.len())?
             .iter()
             .map(|slot| fwacpi::VirtioMmioDevice {
                 base: slot.base,
@@ -379,16 +414,16 @@ impl Machine {
             .map_err(|e| VmError::Firmware(format!("reset vector: {e}")))?;
         let e820 =
             e820::e820_map(config.memory_bytes).map_err(|e| VmError::Firmware(e.to_string()))?;
-        let boot_config = crate::disks::with_cmdline_devices(
+        let boot_config = crate::virtio_devices::with_cmdline_devices(
             &config.boot,
-            vm.disks.len(),
+            vm.virtio.all.len(),
             config.virtio_mmio_on_cmdline,
         )?;
         let entry = boot::load(&memory, &boot_config, &e820, rsdp)?;
         regs::write_boot_tables(&memory, &entry)?;
 
         let (pio, mut mmio) = build_buses(vm, &vm_fd)?;
-        crate::disks::attach(&vm.disks, &vm_fd, &memory, &mut mmio)?;
+        crate::virtio_devices::attach(&vm.virtio.all, &vm_fd, &memory, &mut mmio)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut vcpus = Vec::with_capacity(apic_ids.len());

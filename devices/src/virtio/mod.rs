@@ -6,6 +6,7 @@
 //! [`VirtioInterrupt`]. Everything a guest puts in a queue is untrusted: a malformed chain fails that request,
 //! or puts the device in NEEDS_RESET, and never panics or touches memory outside the guest.
 
+pub mod balloon;
 pub mod block;
 pub mod mmio;
 

@@ -4,6 +4,7 @@
 use super::LaunchError;
 use crate::xml::tree::Element;
 use crate::xml::Domain;
+use ironvirt_vmm::BalloonConfig;
 
 pub(super) fn check(domain: &Domain) -> Result<(), LaunchError> {
     for dev in domain.devices() {
@@ -17,6 +18,7 @@ pub(super) fn check(domain: &Domain) -> Result<(), LaunchError> {
 /// `<serial>`/`<console>` are checked by the serial module, `<disk>` by the disks module.
 fn handled_elsewhere(dev: &Element) -> bool {
     matches!(dev.name.as_str(), "serial" | "console" | "disk")
+        || (dev.name == "memballoon" && dev.attr("model") == Some("virtio"))
 }
 
 /// Elements libvirt adds by default that change nothing for a microVM without PCI or graphics.
@@ -38,7 +40,7 @@ fn harmless(dev: &Element) -> bool {
 fn describe(dev: &Element) -> String {
     match dev.name.as_str() {
         "memballoon" => format!(
-            "<memballoon model='{}'> is not supported yet (only model='none')",
+            "<memballoon model='{}'> is not supported (only 'virtio' and 'none')",
             dev.attr("model").unwrap_or_default()
         ),
         "input" => format!(
@@ -48,4 +50,29 @@ fn describe(dev: &Element) -> String {
         ),
         name => format!("<{name}> devices are not supported yet"),
     }
+}
+
+/// `<memballoon model='virtio'>` → [`BalloonConfig`].
+pub(super) fn balloon_config(domain: &Domain) -> Result<Option<BalloonConfig>, LaunchError> {
+    let Some(el) = domain
+        .devices()
+        .find(|d| d.name == "memballoon" && d.attr("model") == Some("virtio"))
+    else {
+        return Ok(None);
+    };
+    if el.attr("freePageReporting") == Some("on") {
+        return Err(LaunchError::unsupported(
+            "memballoon freePageReporting is not supported",
+        ));
+    }
+    let stats_period = match el.child("stats").and_then(|s| s.attr("period")) {
+        Some(p) => Some(p.parse::<u32>().map_err(|_| {
+            LaunchError::Invalid(format!("invalid statistics collection period '{p}'"))
+        })?),
+        None => None,
+    };
+    Ok(Some(BalloonConfig {
+        stats_period,
+        deflate_on_oom: el.attr("autodeflate") == Some("on"),
+    }))
 }

@@ -57,6 +57,7 @@ pub fn vm_config(domain: &Domain) -> Result<VmConfig, LaunchError> {
         serial,
         disks,
         virtio_mmio_on_cmdline: metadata_flag(domain, "virtio-mmio-cmdline"),
+        balloon: devices::balloon_config(domain)?,
     })
 }
 

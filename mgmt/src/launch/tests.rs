@@ -233,8 +233,8 @@ fn devices() {
         ),
         ("<video/>", "<video> devices are not supported yet"),
         (
-            "<memballoon model='virtio'/>",
-            "<memballoon model='virtio'> is not supported yet",
+            "<memballoon model='xen'/>",
+            "<memballoon model='xen'> is not supported",
         ),
         (
             "<input type='tablet' bus='usb'/>",
@@ -326,4 +326,34 @@ fn virtio_mmio_on_the_command_line_is_opt_in_through_metadata() {
             .unwrap()
             .virtio_mmio_on_cmdline
     );
+}
+
+#[test]
+fn memballoon_virtio() {
+    assert_eq!(config(&doc("", "", "")).unwrap().balloon, None);
+    let c = config(&doc(
+        "",
+        "",
+        "<memballoon model='virtio' autodeflate='on'><stats period='10'/></memballoon>",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.balloon,
+        Some(ironvirt_vmm::BalloonConfig {
+            stats_period: Some(10),
+            deflate_on_oom: true
+        })
+    );
+    assert!(unsupported(&doc(
+        "",
+        "",
+        "<memballoon model='virtio' freePageReporting='on'/>"
+    ))
+    .contains("freePageReporting"));
+    assert!(refused(&doc(
+        "",
+        "",
+        "<memballoon model='virtio'><stats period='x'/></memballoon>"
+    ))
+    .contains("period"));
 }

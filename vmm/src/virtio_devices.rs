@@ -6,8 +6,10 @@
 
 use std::sync::{Arc, Mutex};
 
+use event_manager::MutEventSubscriber;
 use ironvirt_devices::block::{self, OpenOptions};
 use ironvirt_devices::bus::{lock, Bus};
+use ironvirt_devices::virtio::balloon::{Balloon, BalloonShared, BalloonStats, PAGE_SIZE};
 use ironvirt_devices::virtio::block::{Block, BlockConfig};
 use ironvirt_devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, QUEUE_NOTIFY_OFFSET};
 use ironvirt_devices::virtio::VirtioDevice;
@@ -16,7 +18,7 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::config::{BootConfig, DiskConfig};
+use crate::config::{BootConfig, DiskConfig, VmConfig};
 use crate::VmError;
 
 /// IOAPIC pins for virtio-mmio devices: 0 and 2 are the PIT, 4 COM1, 5 the GED; ISA conventions reserve the
@@ -47,8 +49,91 @@ pub fn mmio_slots(count: usize) -> Result<Vec<MmioSlot>, VmError> {
         .collect())
 }
 
+/// Every virtio device of a VM, in MMIO slot order: disks, then the balloon.
+pub struct VirtioDevices {
+    pub disks: Vec<(String, Arc<Mutex<Block>>)>,
+    pub balloon: Option<BalloonHandle>,
+    /// The same devices as the transports see them.
+    pub all: Vec<Arc<Mutex<dyn VirtioDevice>>>,
+    /// The same devices as the event loop sees them.
+    pub subscribers: Vec<Arc<Mutex<dyn MutEventSubscriber + Send>>>,
+}
+
+/// The control side of the balloon.
+#[derive(Clone)]
+pub struct BalloonHandle {
+    pub shared: Arc<Mutex<BalloonShared>>,
+    request: Arc<EventFd>,
+    memory_bytes: u64,
+}
+
+impl BalloonHandle {
+    /// Asks the guest to leave itself `current_bytes` of memory.
+    pub fn set_current_memory(&self, current_bytes: u64) -> Result<(), VmError> {
+        if current_bytes > self.memory_bytes {
+            return Err(VmError::Unsupported(format!(
+                "cannot set memory higher than max memory ({current_bytes} > {} bytes)",
+                self.memory_bytes
+            )));
+        }
+        let pages = (self.memory_bytes - current_bytes) / PAGE_SIZE;
+        lock(&self.shared).target_pages = u32::try_from(pages).unwrap_or(u32::MAX);
+        self.request.write(1).map_err(VmError::EventFd)
+    }
+
+    /// Asks the guest for fresh statistics (they arrive asynchronously).
+    pub fn request_stats(&self) -> Result<(), VmError> {
+        self.request.write(1).map_err(VmError::EventFd)
+    }
+
+    /// Memory the guest has now, after what it gave to the balloon.
+    pub fn actual_bytes(&self) -> u64 {
+        let given = u64::from(lock(&self.shared).actual_pages) * PAGE_SIZE;
+        self.memory_bytes.saturating_sub(given)
+    }
+
+    pub fn stats(&self) -> BalloonStats {
+        lock(&self.shared).stats.clone()
+    }
+}
+
+impl VirtioDevices {
+    pub fn open(config: &VmConfig) -> Result<Self, VmError> {
+        let mut devices = VirtioDevices {
+            disks: open_disks(&config.disks)?,
+            balloon: None,
+            all: Vec::new(),
+            subscribers: Vec::new(),
+        };
+        for (_, d) in &devices.disks {
+            devices.all.push(d.clone());
+            devices.subscribers.push(d.clone());
+        }
+        if let Some(b) = &config.balloon {
+            let dev =
+                Balloon::new(true, b.deflate_on_oom, b.stats_period).map_err(VmError::EventFd)?;
+            let handle = BalloonHandle {
+                shared: dev.shared(),
+                request: Arc::new(dev.request_evt().map_err(VmError::EventFd)?),
+                memory_bytes: config.memory_bytes,
+            };
+            // libvirt starts a guest with the balloon already inflated down to <currentMemory>.
+            let start_pages = config
+                .memory_bytes
+                .saturating_sub(config.current_memory_bytes)
+                / PAGE_SIZE;
+            lock(&handle.shared).target_pages = u32::try_from(start_pages).unwrap_or(u32::MAX);
+            let dev = Arc::new(Mutex::new(dev));
+            devices.all.push(dev.clone());
+            devices.subscribers.push(dev);
+            devices.balloon = Some(handle);
+        }
+        Ok(devices)
+    }
+}
+
 /// Opens every disk's image.
-pub fn open_all(disks: &[DiskConfig]) -> Result<Vec<Arc<Mutex<Block>>>, VmError> {
+fn open_disks(disks: &[DiskConfig]) -> Result<Vec<(String, Arc<Mutex<Block>>)>, VmError> {
     disks
         .iter()
         .map(|d| {
@@ -73,26 +158,26 @@ pub fn open_all(disks: &[DiskConfig]) -> Result<Vec<Arc<Mutex<Block>>>, VmError>
                 target: d.target.clone(),
                 reason: e.to_string(),
             })?;
-            Ok(Arc::new(Mutex::new(dev)))
+            Ok((d.target.clone(), Arc::new(Mutex::new(dev))))
         })
         .collect()
 }
 
-/// Puts this boot's transports for `disks` on the MMIO bus.
+/// Puts this boot's transports for `devices` on the MMIO bus.
 pub fn attach(
-    disks: &[Arc<Mutex<Block>>],
+    devices: &[Arc<Mutex<dyn VirtioDevice>>],
     vm_fd: &VmFd,
     memory: &GuestMemoryMmap,
     mmio: &mut Bus,
 ) -> Result<(), VmError> {
-    for (disk, slot) in disks.iter().zip(mmio_slots(disks.len())?) {
+    for (device, slot) in devices.iter().zip(mmio_slots(devices.len())?) {
         // A reboot starts from a device the new guest has not configured yet.
-        let _ = lock(disk).reset();
+        let _ = lock(device).reset();
         let irq = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
         vm_fd
             .register_irqfd(&irq, slot.gsi)
             .map_err(|e| VmError::Kvm("KVM_IRQFD", e))?;
-        let device: Arc<Mutex<dyn VirtioDevice>> = disk.clone();
+        let device = device.clone();
         let transport =
             MmioTransport::new(device, memory.clone(), irq).map_err(VmError::EventFd)?;
         for (evt, queue) in transport.queue_notifiers().map_err(VmError::EventFd)? {
