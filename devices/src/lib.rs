@@ -4,6 +4,7 @@
 //! raised through [`vm_superio::Trigger`] implementations (an irqfd `EventFd` in the VMM, a counter in tests),
 //! and requests a guest makes of the whole machine (power off, reset) go through a [`GuestRequestSink`].
 
+pub mod block;
 pub mod bus;
 pub mod legacy;
 
