@@ -818,7 +818,7 @@ impl Qcow2 {
                 ),
             ));
         }
-        let Some(z) = compressed.filter(|z| z.len() as u64 <= self.cs - 512) else {
+        let Some(z) = compressed.filter(|z| (z.len() as u64) < self.cs) else {
             return self.write_in_table(data, pos);
         };
         let len = z.len() as u64;
@@ -836,7 +836,8 @@ impl Qcow2 {
         };
         self.file.write_at(&z, host)?;
         let cluster_end = (host | (self.cs - 1)) + 1;
-        let next = (host + len).next_multiple_of(512);
+        // Byte-granular packing, as QEMU does: entries carry byte offsets.
+        let next = host + len;
         self.compress_slot = (next < cluster_end).then_some((next, cluster_end));
         let entry = L2Entry::encode_compressed(host, len, cb);
         self.l2_store(l2, idx, &[entry])
