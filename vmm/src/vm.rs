@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,9 @@ pub struct VmHandle {
     ged: Arc<Mutex<Ged>>,
     control: Arc<RunControl>,
     balloon: Option<BalloonHandle>,
-    disks: Vec<(String, Arc<Mutex<Block>>)>,
+    /// Weak, so a handle kept by another thread never keeps an image open after the VM is gone (qcow2
+    /// images are closed cleanly when their device is dropped).
+    disks: Vec<(String, Weak<Mutex<Block>>)>,
 }
 
 impl VmHandle {
@@ -117,7 +119,7 @@ impl VmHandle {
     pub fn block_stats(&self) -> Vec<(String, BlockStats)> {
         self.disks
             .iter()
-            .map(|(t, d)| (t.clone(), lock(d).stats()))
+            .filter_map(|(t, d)| d.upgrade().map(|d| (t.clone(), lock(&d).stats())))
             .collect()
     }
 
@@ -255,7 +257,12 @@ impl Vm {
             ged: self.ged.clone(),
             control: self.control.clone(),
             balloon: self.virtio.balloon.clone(),
-            disks: self.virtio.disks.clone(),
+            disks: self
+                .virtio
+                .disks
+                .iter()
+                .map(|(t, d)| (t.clone(), Arc::downgrade(d)))
+                .collect(),
         }
     }
 
