@@ -50,8 +50,11 @@ pub fn mmio_slots(count: usize) -> Result<Vec<MmioSlot>, VmError> {
 }
 
 /// Every virtio device of a VM, in MMIO slot order: disks, then the balloon.
+/// A disk's target name and its device.
+pub type NamedDisk = (String, Arc<Mutex<Block>>);
+
 pub struct VirtioDevices {
-    pub disks: Vec<(String, Arc<Mutex<Block>>)>,
+    pub disks: Vec<NamedDisk>,
     pub balloon: Option<BalloonHandle>,
     /// The same devices as the transports see them.
     pub all: Vec<Arc<Mutex<dyn VirtioDevice>>>,
@@ -133,7 +136,7 @@ impl VirtioDevices {
 }
 
 /// Opens every disk's image.
-fn open_disks(disks: &[DiskConfig]) -> Result<Vec<(String, Arc<Mutex<Block>>)>, VmError> {
+fn open_disks(disks: &[DiskConfig]) -> Result<Vec<NamedDisk>, VmError> {
     disks
         .iter()
         .map(|d| {
