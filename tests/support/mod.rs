@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use iced_x86::code_asm::*;
 
+pub mod virtio;
+
 pub const COM1: u16 = 0x3f8;
 pub const ACPI_SLEEP_CONTROL: u16 = 0x600;
 pub const ACPI_RESET: u16 = 0x602;
