@@ -69,6 +69,20 @@ pub fn qemu_img(args: &[&str]) -> Output {
         .expect("qemu-img runs")
 }
 
+/// Like `qemu_img`, but retries lock failures for a while. Another test thread that forks a child
+/// while we close an image keeps the image's open file description (and so its OFD locks) alive
+/// until that child execs, so a lock can outlive our close by a moment.
+pub fn qemu_img_retry(args: &[&str]) -> Output {
+    for _ in 0..50 {
+        let o = qemu_img(args);
+        if o.status.success() || !String::from_utf8_lossy(&o.stderr).contains("lock") {
+            return o;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    qemu_img(args)
+}
+
 /// Runs qemu-img and panics with its output if it fails.
 pub fn qemu_img_ok(args: &[&str]) -> Output {
     let o = qemu_img_retry(args);
