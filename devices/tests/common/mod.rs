@@ -69,9 +69,23 @@ pub fn qemu_img(args: &[&str]) -> Output {
         .expect("qemu-img runs")
 }
 
+/// Like `qemu_img`, but retries lock failures for a while. Another test thread that forks a child
+/// while we close an image keeps the image's open file description (and so its OFD locks) alive
+/// until that child execs, so a lock can outlive our close by a moment.
+pub fn qemu_img_retry(args: &[&str]) -> Output {
+    for _ in 0..50 {
+        let o = qemu_img(args);
+        if o.status.success() || !String::from_utf8_lossy(&o.stderr).contains("lock") {
+            return o;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    qemu_img(args)
+}
+
 /// Runs qemu-img and panics with its output if it fails.
 pub fn qemu_img_ok(args: &[&str]) -> Output {
-    let o = qemu_img(args);
+    let o = qemu_img_retry(args);
     assert!(
         o.status.success(),
         "qemu-img {args:?} failed: {}{}",
@@ -98,7 +112,7 @@ pub fn qemu_io(fmt: &str, path: &Path, cmd: &str) {
 
 /// `qemu-img check` must find no corruption and no leaks (exit 0); with `leaks_ok` exit 3 is fine too.
 pub fn check(path: &Path, leaks_ok: bool) {
-    let o = qemu_img(&["check", "-f", "qcow2", path.to_str().unwrap()]);
+    let o = qemu_img_retry(&["check", "-f", "qcow2", path.to_str().unwrap()]);
     let code = o.status.code().unwrap_or(-1);
     assert!(
         code == 0 || (leaks_ok && code == 3),
@@ -141,14 +155,29 @@ pub fn opts(format: ImageFormat) -> OpenOptions {
     }
 }
 
+/// Opens, retrying lock conflicts for a moment (see `qemu_img_retry` for why they happen in tests).
+pub fn open_retry(path: &Path, o: &OpenOptions) -> Box<dyn BlockBackend> {
+    let mut tries = 0;
+    loop {
+        match block::open(path, o) {
+            Ok(d) => return d,
+            Err(block::BlockError::Locked { .. }) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open {}: {e}", path.display()),
+        }
+    }
+}
+
 pub fn open_rw(path: &Path, format: ImageFormat) -> Box<dyn BlockBackend> {
-    block::open(path, &opts(format)).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+    open_retry(path, &opts(format))
 }
 
 pub fn open_ro(path: &Path, format: ImageFormat) -> Box<dyn BlockBackend> {
     let mut o = opts(format);
     o.read_only = true;
-    block::open(path, &o).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+    open_retry(path, &o)
 }
 
 pub fn read_all(d: &mut dyn BlockBackend) -> Vec<u8> {
