@@ -36,6 +36,7 @@ fn config(kernel: PathBuf, serial_log: PathBuf, vcpus: u32) -> VmConfig {
         disks: Vec::new(),
         virtio_mmio_on_cmdline: false,
         balloon: None,
+        interfaces: Vec::new(),
         serial: Some(SerialConfig::File {
             path: serial_log,
             append: false,

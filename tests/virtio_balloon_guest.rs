@@ -111,6 +111,7 @@ fn config(kernel: &Path, log: &Path) -> VmConfig {
             stats_period: None,
             deflate_on_oom: false,
         }),
+        interfaces: Vec::new(),
     }
 }
 

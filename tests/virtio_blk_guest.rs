@@ -208,6 +208,7 @@ fn tiny_guest_drives_virtio_blk() {
         }],
         virtio_mmio_on_cmdline: false,
         balloon: None,
+        interfaces: Vec::new(),
     };
     let mut vm = Vm::new(config, Instant::now()).unwrap();
     let handle = vm.handle();

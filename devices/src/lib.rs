@@ -7,6 +7,7 @@
 pub mod block;
 pub mod bus;
 pub mod legacy;
+pub mod net;
 pub mod virtio;
 
 use std::sync::Arc;

@@ -37,6 +37,31 @@ pub struct VmConfig {
     pub virtio_mmio_on_cmdline: bool,
     /// `<memballoon model='virtio'>`.
     pub balloon: Option<BalloonConfig>,
+    /// virtio-net interfaces, in `<interface>` order.
+    pub interfaces: Vec<NetConfig>,
+}
+
+/// One `<interface>`: a virtio-net device over a TAP device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// `<mac address>`.
+    pub mac: [u8; 6],
+    /// `<target dev>`: the TAP's name; `None` lets the kernel number one `vnet%d`, as libvirt does.
+    pub tap_name: Option<String>,
+    /// Where the TAP goes on the host.
+    pub attach: NetAttach,
+    /// `<mtu size>`.
+    pub mtu: Option<u16>,
+    /// `<link state>`: false starts the link down.
+    pub link_up: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetAttach {
+    /// `type='ethernet'`: the TAP alone; whoever manages the host side configures it.
+    Ethernet,
+    /// `type='bridge'` (or a network's bridge): the TAP is enslaved to this Linux bridge.
+    Bridge(String),
 }
 
 /// A virtio-balloon device: how `setmem --live` takes memory back, and where `dommemstat` comes from.

@@ -12,7 +12,7 @@ mod memory;
 mod run_control;
 pub mod validate;
 mod vcpu;
-mod virtio_devices;
+pub mod virtio_devices;
 mod vm;
 
 pub use boot::BootError;
@@ -21,7 +21,9 @@ pub use console::{terminal, ConsoleError};
 pub use ironvirt_devices::bus::BusDevice;
 pub use ironvirt_devices::virtio::balloon::BalloonStats;
 pub use ironvirt_devices::virtio::block::BlockStats;
+pub use ironvirt_devices::virtio::net::NetStats;
 pub use run_control::RunControlError;
+pub use virtio_devices::NetHandle;
 pub use vm::{Vm, VmExit, VmHandle};
 
 /// Everything that can stop a VM from being built or run.
@@ -50,6 +52,8 @@ pub enum VmError {
     Device(String),
     #[error("disk '{target}': {reason}")]
     Disk { target: String, reason: String },
+    #[error("interface {index}: {reason}")]
+    Net { index: usize, reason: String },
     #[error("cannot create an eventfd: {0}")]
     EventFd(std::io::Error),
     #[error("event loop: {0}")]

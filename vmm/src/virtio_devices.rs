@@ -18,8 +18,11 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::config::{BootConfig, DiskConfig, VmConfig};
+use crate::config::{BootConfig, DiskConfig, NetAttach, NetConfig, VmConfig};
 use crate::VmError;
+use ironvirt_devices::net::tap::Tap;
+use ironvirt_devices::virtio::net::{Net, NetShared, NetStats};
+use std::sync::atomic::Ordering;
 
 /// IOAPIC pins for virtio-mmio devices: 0 and 2 are the PIT, 4 COM1, 5 the GED; ISA conventions reserve the
 /// rest below 10 for legacy devices a guest may still probe.
@@ -49,12 +52,13 @@ pub fn mmio_slots(count: usize) -> Result<Vec<MmioSlot>, VmError> {
         .collect())
 }
 
-/// Every virtio device of a VM, in MMIO slot order: disks, then the balloon.
+/// Every virtio device of a VM, in MMIO slot order: disks, interfaces, then the balloon.
 /// A disk's target name and its device.
 pub type NamedDisk = (String, Arc<Mutex<Block>>);
 
 pub struct VirtioDevices {
     pub disks: Vec<NamedDisk>,
+    pub nets: Vec<NetHandle>,
     pub balloon: Option<BalloonHandle>,
     /// The same devices as the transports see them.
     pub all: Vec<Arc<Mutex<dyn VirtioDevice>>>,
@@ -104,6 +108,7 @@ impl VirtioDevices {
     pub fn open(config: &VmConfig) -> Result<Self, VmError> {
         let mut devices = VirtioDevices {
             disks: open_disks(&config.disks)?,
+            nets: Vec::new(),
             balloon: None,
             all: Vec::new(),
             subscribers: Vec::new(),
@@ -111,6 +116,19 @@ impl VirtioDevices {
         for (_, d) in &devices.disks {
             devices.all.push(d.clone());
             devices.subscribers.push(d.clone());
+        }
+        for (i, n) in config.interfaces.iter().enumerate() {
+            let dev = open_net(n).map_err(|reason| VmError::Net { index: i, reason })?;
+            let handle = NetHandle {
+                tap: dev.tap_name().to_string(),
+                mac: n.mac,
+                shared: dev.shared(),
+                link_evt: Arc::new(dev.link_evt().map_err(VmError::EventFd)?),
+            };
+            let dev = Arc::new(Mutex::new(dev));
+            devices.all.push(dev.clone());
+            devices.subscribers.push(dev);
+            devices.nets.push(handle);
         }
         if let Some(b) = &config.balloon {
             let dev =
@@ -133,6 +151,41 @@ impl VirtioDevices {
         }
         Ok(devices)
     }
+}
+
+/// The control side of one interface.
+#[derive(Clone)]
+pub struct NetHandle {
+    /// The TAP device's name on the host.
+    pub tap: String,
+    pub mac: [u8; 6],
+    shared: Arc<NetShared>,
+    link_evt: Arc<EventFd>,
+}
+
+impl NetHandle {
+    pub fn stats(&self) -> NetStats {
+        *lock(&self.shared.stats)
+    }
+
+    pub fn link_up(&self) -> bool {
+        self.shared.link_up.load(Ordering::SeqCst)
+    }
+
+    /// Changes the link state the guest sees (`domif-setlink`).
+    pub fn set_link(&self, up: bool) -> Result<(), VmError> {
+        self.shared.link_up.store(up, Ordering::SeqCst);
+        self.link_evt.write(1).map_err(VmError::EventFd)
+    }
+}
+
+fn open_net(n: &NetConfig) -> Result<Net, String> {
+    let tap = Tap::open(n.tap_name.as_deref().unwrap_or("vnet%d")).map_err(|e| e.to_string())?;
+    tap.up(n.mtu.map(u32::from)).map_err(|e| e.to_string())?;
+    if let NetAttach::Bridge(bridge) = &n.attach {
+        tap.attach_to_bridge(bridge).map_err(|e| e.to_string())?;
+    }
+    Net::new(tap, n.mac, n.mtu, n.link_up).map_err(|e| e.to_string())
 }
 
 /// Opens every disk's image.

@@ -29,7 +29,7 @@ use crate::config::{LifecycleAction, VmConfig};
 use crate::console::{ConsoleBackend, SerialInput};
 use crate::run_control::{RunControl, RunControlError};
 use crate::vcpu::{MachineEvent, VcpuContext, VcpuThread};
-use crate::virtio_devices::{BalloonHandle, VirtioDevices};
+use crate::virtio_devices::{BalloonHandle, NetHandle, VirtioDevices};
 use crate::{boot, VmError};
 use ironvirt_devices::virtio::balloon::BalloonStats;
 use ironvirt_devices::virtio::block::{Block, BlockStats};
@@ -62,6 +62,7 @@ pub struct VmHandle {
     /// Weak, so a handle kept by another thread never keeps an image open after the VM is gone (qcow2
     /// images are closed cleanly when their device is dropped).
     disks: Vec<(String, Weak<Mutex<Block>>)>,
+    nets: Vec<NetHandle>,
 }
 
 impl VmHandle {
@@ -121,6 +122,11 @@ impl VmHandle {
             .iter()
             .filter_map(|(t, d)| d.upgrade().map(|d| (t.clone(), lock(&d).stats())))
             .collect()
+    }
+
+    /// The interfaces (TAP names, MACs, counters, link state), in `<interface>` order.
+    pub fn interfaces(&self) -> &[NetHandle] {
+        &self.nets
     }
 
     /// Resets the machine at once, without the guest's cooperation; it boots again.
@@ -263,6 +269,7 @@ impl Vm {
                 .iter()
                 .map(|(t, d)| (t.clone(), Arc::downgrade(d)))
                 .collect(),
+            nets: self.virtio.nets.clone(),
         }
     }
 

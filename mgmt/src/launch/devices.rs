@@ -17,8 +17,10 @@ pub(super) fn check(domain: &Domain) -> Result<(), LaunchError> {
 
 /// `<serial>`/`<console>` are checked by the serial module, `<disk>` by the disks module.
 fn handled_elsewhere(dev: &Element) -> bool {
-    matches!(dev.name.as_str(), "serial" | "console" | "disk")
-        || (dev.name == "memballoon" && dev.attr("model") == Some("virtio"))
+    matches!(
+        dev.name.as_str(),
+        "serial" | "console" | "disk" | "interface"
+    ) || (dev.name == "memballoon" && dev.attr("model") == Some("virtio"))
 }
 
 /// Elements libvirt adds by default that change nothing for a microVM without PCI or graphics.

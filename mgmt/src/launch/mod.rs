@@ -5,6 +5,7 @@
 
 mod devices;
 mod disks;
+pub mod interfaces;
 mod serial;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +59,7 @@ pub fn vm_config(domain: &Domain) -> Result<VmConfig, LaunchError> {
         disks,
         virtio_mmio_on_cmdline: metadata_flag(domain, "virtio-mmio-cmdline"),
         balloon: devices::balloon_config(domain)?,
+        interfaces: interfaces::net_configs(domain)?,
     })
 }
 

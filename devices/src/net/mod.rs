@@ -1,0 +1,3 @@
+//! Host network plumbing for virtio-net: TAP devices.
+
+pub mod tap;

@@ -1,0 +1,483 @@
+//! virtio-net (virtio 1.2 §5.1) over a TAP device.
+//!
+//! Frames move with their virtio-net header, which the TAP device understands (IFF_VNET_HDR), so checksum
+//! and TSO offloads pass straight between guest and host. Receive uses mergeable buffers when the driver
+//! accepts them. Everything in the queues is guest-controlled: bad chains drop that frame (counted), never
+//! the VMM; a chain that cannot be returned puts the device in NEEDS_RESET.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use virtio_queue::{QueueOwnedT, QueueT, Reader, Writer};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{
+    read_config_bytes, ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt,
+    INT_CONFIG_CHANGE, INT_USED_RING,
+};
+use crate::bus::lock;
+use crate::net::tap::{offload, Tap, VNET_HDR_LEN};
+
+pub const VIRTIO_ID_NET: u32 = 1;
+const QUEUE_SIZE: u16 = 256;
+const RX: usize = 0;
+const TX: usize = 1;
+/// Largest frame a TAP hands us: 64 KiB GSO packet plus header.
+const MAX_FRAME: usize = 65_562;
+
+pub mod features {
+    pub const CSUM: u64 = 1 << 0;
+    pub const GUEST_CSUM: u64 = 1 << 1;
+    pub const MTU: u64 = 1 << 3;
+    pub const MAC: u64 = 1 << 5;
+    pub const GUEST_TSO4: u64 = 1 << 7;
+    pub const GUEST_TSO6: u64 = 1 << 8;
+    pub const GUEST_ECN: u64 = 1 << 9;
+    pub const HOST_TSO4: u64 = 1 << 11;
+    pub const HOST_TSO6: u64 = 1 << 12;
+    pub const HOST_ECN: u64 = 1 << 13;
+    pub const MRG_RXBUF: u64 = 1 << 15;
+    pub const STATUS: u64 = 1 << 16;
+}
+const STATUS_LINK_UP: u16 = 1;
+
+/// Traffic counters, as `domifstat` reports them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NetStats {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errs: u64,
+    pub rx_drop: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errs: u64,
+    pub tx_drop: u64,
+}
+
+/// State the control side reads and changes while the guest runs.
+#[derive(Debug)]
+pub struct NetShared {
+    pub stats: Mutex<NetStats>,
+    pub link_up: AtomicBool,
+}
+
+/// What became of a received frame.
+enum Rx {
+    Delivered,
+    /// Did not fit the guest's (non-mergeable) buffer.
+    Dropped,
+    /// The guest has no receive buffers now; try again when it adds some.
+    NoBuffers,
+}
+
+struct Active {
+    mem: GuestMemoryMmap,
+    interrupt: Arc<dyn VirtioInterrupt>,
+    queues: Vec<ActiveQueue>,
+    acked: u64,
+}
+
+pub struct Net {
+    tap: Tap,
+    mac: [u8; 6],
+    mtu: Option<u16>,
+    shared: Arc<NetShared>,
+    active: Option<Active>,
+    activate_evt: EventFd,
+    /// Written by the control side after changing the link state.
+    link_evt: EventFd,
+    registered: Vec<i32>,
+    /// A frame read from the TAP that did not fit in the guest's receive buffers yet.
+    pending: Option<Vec<u8>>,
+    /// Whether the TAP's fd is in the event loop (it is dropped while the guest has no receive buffers).
+    tap_watched: bool,
+    frame: Vec<u8>,
+}
+
+impl Net {
+    pub fn new(tap: Tap, mac: [u8; 6], mtu: Option<u16>, link_up: bool) -> std::io::Result<Self> {
+        Ok(Net {
+            tap,
+            mac,
+            mtu,
+            shared: Arc::new(NetShared {
+                stats: Mutex::new(NetStats::default()),
+                link_up: AtomicBool::new(link_up),
+            }),
+            active: None,
+            activate_evt: EventFd::new(EFD_NONBLOCK)?,
+            link_evt: EventFd::new(EFD_NONBLOCK)?,
+            registered: Vec::new(),
+            pending: None,
+            tap_watched: false,
+            frame: vec![0u8; MAX_FRAME],
+        })
+    }
+
+    pub fn tap_name(&self) -> &str {
+        self.tap.name()
+    }
+
+    pub fn shared(&self) -> Arc<NetShared> {
+        self.shared.clone()
+    }
+
+    /// An eventfd the control side writes after changing `shared.link_up`, so the guest is told.
+    pub fn link_evt(&self) -> std::io::Result<EventFd> {
+        self.link_evt.try_clone()
+    }
+
+    fn link_up(&self) -> bool {
+        self.shared.link_up.load(Ordering::SeqCst)
+    }
+
+    fn config_space(&self) -> [u8; 12] {
+        let mut c = [0u8; 12];
+        c[..6].copy_from_slice(&self.mac);
+        let status = if self.link_up() { STATUS_LINK_UP } else { 0 };
+        c[6..8].copy_from_slice(&status.to_le_bytes());
+        c[8..10].copy_from_slice(&1u16.to_le_bytes()); // max_virtqueue_pairs
+        c[10..12].copy_from_slice(&self.mtu.unwrap_or(1500).to_le_bytes());
+        c
+    }
+
+    fn process_tx(&mut self) {
+        let link_up = self.link_up();
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        let mem = active.mem.clone();
+        let mut used = false;
+        let mut buf = Vec::with_capacity(MAX_FRAME);
+        while let Some(chain) = active.queues[TX].queue.pop_descriptor_chain(&mem) {
+            let head = chain.head_index();
+            buf.clear();
+            let mut stats = lock(&self.shared.stats);
+            match Reader::<()>::new(&mem, chain) {
+                Ok(mut reader)
+                    if reader.available_bytes() > VNET_HDR_LEN
+                        && reader.available_bytes() <= MAX_FRAME =>
+                {
+                    let len = reader.available_bytes();
+                    buf.resize(len, 0);
+                    if reader.read_exact(&mut buf).is_err() {
+                        stats.tx_errs += 1;
+                    } else if !link_up {
+                        stats.tx_drop += 1;
+                    } else {
+                        match self.tap.write(&buf) {
+                            Ok(_) => {
+                                stats.tx_packets += 1;
+                                stats.tx_bytes += (len - VNET_HDR_LEN) as u64;
+                            }
+                            Err(e) => {
+                                log::debug!("virtio-net: TAP write failed: {e}");
+                                stats.tx_drop += 1;
+                            }
+                        }
+                    }
+                }
+                _ => stats.tx_errs += 1,
+            }
+            drop(stats);
+            if active.queues[TX].queue.add_used(&mem, head, 0).is_err() {
+                active.interrupt.signal_needs_reset();
+                return;
+            }
+            used = true;
+        }
+        if used && !matches!(active.queues[TX].queue.needs_notification(&mem), Ok(false)) {
+            active.interrupt.trigger(INT_USED_RING);
+        }
+    }
+
+    /// Copies `frame` (vnet header + packet) into the guest's receive buffers. `Err` means a chain could not be
+    /// used at all (outside guest memory): the device needs a reset.
+    fn deliver(active: &mut Active, frame: &mut [u8]) -> Result<Rx, ()> {
+        let mergeable = active.acked & features::MRG_RXBUF != 0;
+        let count = if mergeable {
+            match Self::chains_needed(active, frame.len()) {
+                Some(c) => c,
+                None => return Ok(Rx::NoBuffers),
+            }
+        } else {
+            1
+        };
+        // num_buffers, the last field of the header, tells the guest how many chains this frame spans.
+        frame[10..12].copy_from_slice(&(count as u16).to_le_bytes());
+        let mem = active.mem.clone();
+        let q = &mut active.queues[RX].queue;
+        let mut written = 0usize;
+        for _ in 0..count {
+            let Some(chain) = q.pop_descriptor_chain(&mem) else {
+                return Ok(Rx::NoBuffers);
+            };
+            let head = chain.head_index();
+            let mut writer = Writer::<()>::new(&mem, chain).map_err(|_| ())?;
+            let n = writer.available_bytes().min(frame.len() - written);
+            if !mergeable && n < frame.len() {
+                // Without mergeable buffers a frame must fit in one chain.
+                q.add_used(&mem, head, 0).map_err(|_| ())?;
+                return Ok(Rx::Dropped);
+            }
+            writer
+                .write_all(&frame[written..written + n])
+                .map_err(|_| ())?;
+            written += n;
+            q.add_used(&mem, head, n as u32).map_err(|_| ())?;
+        }
+        Ok(Rx::Delivered)
+    }
+
+    fn process_rx(&mut self, ops: &mut EventOps) {
+        if self.active.is_none() {
+            return;
+        }
+        let mut delivered = false;
+        loop {
+            let mut frame = match self.pending.take() {
+                Some(f) => f,
+                None => match self.tap.read(&mut self.frame) {
+                    Ok(n) if n > VNET_HDR_LEN => self.frame[..n].to_vec(),
+                    Ok(_) => continue,
+                    Err(_) => break,
+                },
+            };
+            if !self.link_up() {
+                lock(&self.shared.stats).rx_drop += 1;
+                continue;
+            }
+            let Some(active) = self.active.as_mut() else {
+                return;
+            };
+            let len = frame.len();
+            match Self::deliver(active, &mut frame) {
+                Ok(Rx::Delivered) => {
+                    let mut s = lock(&self.shared.stats);
+                    s.rx_packets += 1;
+                    s.rx_bytes += (len - VNET_HDR_LEN) as u64;
+                    delivered = true;
+                }
+                Ok(Rx::Dropped) => {
+                    lock(&self.shared.stats).rx_drop += 1;
+                    delivered = true;
+                }
+                Ok(Rx::NoBuffers) => {
+                    // No buffers: keep the frame and stop reading the TAP until the guest adds some.
+                    self.pending = Some(frame);
+                    self.unwatch_tap(ops);
+                    break;
+                }
+                Err(()) => {
+                    active.interrupt.signal_needs_reset();
+                    self.unwatch_tap(ops);
+                    return;
+                }
+            }
+        }
+        if delivered {
+            if let Some(active) = self.active.as_mut() {
+                if !matches!(
+                    active.queues[RX].queue.needs_notification(&active.mem),
+                    Ok(false)
+                ) {
+                    active.interrupt.trigger(INT_USED_RING);
+                }
+            }
+        }
+    }
+
+    /// How many receive chains a frame of `len` bytes needs, without consuming any; None if the guest has not
+    /// offered enough.
+    fn chains_needed(active: &mut Active, len: usize) -> Option<usize> {
+        let mem = active.mem.clone();
+        let q = &mut active.queues[RX].queue;
+        let mut room = 0usize;
+        let mut count = 0usize;
+        let mut result = None;
+        while let Some(chain) = q.pop_descriptor_chain(&mem) {
+            count += 1;
+            room += chain
+                .clone()
+                .writable()
+                .map(|d| d.len() as usize)
+                .sum::<usize>();
+            if room >= len {
+                result = Some(count);
+                break;
+            }
+        }
+        for _ in 0..count {
+            q.go_to_previous_position();
+        }
+        result
+    }
+
+    fn unwatch_tap(&mut self, ops: &mut EventOps) {
+        if self.tap_watched {
+            let _ = ops.remove(Events::empty(&self.tap));
+            self.tap_watched = false;
+        }
+    }
+
+    fn watch_tap(&mut self, ops: &mut EventOps) {
+        if !self.tap_watched && ops.add(Events::new(&self.tap, EventSet::IN)).is_ok() {
+            self.tap_watched = true;
+        }
+    }
+
+    fn apply_offloads(&self, acked: u64) {
+        let mut flags = 0;
+        if acked & features::GUEST_CSUM != 0 {
+            flags |= offload::CSUM;
+            if acked & features::GUEST_TSO4 != 0 {
+                flags |= offload::TSO4;
+            }
+            if acked & features::GUEST_TSO6 != 0 {
+                flags |= offload::TSO6;
+            }
+            if acked & features::GUEST_ECN != 0 {
+                flags |= offload::TSO_ECN;
+            }
+        }
+        if let Err(e) = self.tap.set_offload(flags) {
+            log::warn!("virtio-net: {e}");
+        }
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_NET
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        use features::*;
+        let mut f = CSUM
+            | GUEST_CSUM
+            | MAC
+            | GUEST_TSO4
+            | GUEST_TSO6
+            | GUEST_ECN
+            | HOST_TSO4
+            | HOST_TSO6
+            | HOST_ECN
+            | MRG_RXBUF
+            | STATUS;
+        if self.mtu.is_some() {
+            f |= MTU;
+        }
+        f
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config_space(), offset, data);
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        // The MAC is only writable through the control queue, which we do not offer.
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        queues: Vec<ActiveQueue>,
+        acked_features: u64,
+    ) -> Result<(), ActivateError> {
+        if queues.len() != 2 {
+            return Err(ActivateError::QueueCount {
+                expected: 2,
+                got: queues.len(),
+            });
+        }
+        self.apply_offloads(acked_features);
+        self.active = Some(Active {
+            mem,
+            interrupt,
+            queues,
+            acked: acked_features,
+        });
+        self.activate_evt
+            .write(1)
+            .map_err(|e| ActivateError::Other(e.to_string()))
+    }
+
+    fn reset(&mut self) -> Vec<EventFd> {
+        self.pending = None;
+        self.active
+            .take()
+            .map(|a| a.queues.into_iter().map(|q| q.notify).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl MutEventSubscriber for Net {
+    fn init(&mut self, ops: &mut EventOps) {
+        for evt in [&self.activate_evt, &self.link_evt] {
+            if let Err(e) = ops.add(Events::new(evt, EventSet::IN)) {
+                log::error!("virtio-net: cannot watch an event: {e}");
+            }
+        }
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.activate_evt.as_raw_fd() {
+            let _ = self.activate_evt.read();
+            for old in self.registered.drain(..) {
+                let _ = ops.remove(Events::empty_raw(old));
+            }
+            if let Some(active) = &self.active {
+                for q in &active.queues {
+                    if ops.add(Events::new(&q.notify, EventSet::IN)).is_ok() {
+                        self.registered.push(q.notify.as_raw_fd());
+                    }
+                }
+            }
+            self.watch_tap(ops);
+            return;
+        }
+        if fd == self.link_evt.as_raw_fd() {
+            let _ = self.link_evt.read();
+            if let Some(active) = &self.active {
+                active.interrupt.trigger(INT_CONFIG_CHANGE);
+            }
+            return;
+        }
+        if fd == self.tap.as_raw_fd() {
+            self.process_rx(ops);
+            return;
+        }
+        let index = self
+            .active
+            .as_ref()
+            .and_then(|a| a.queues.iter().position(|q| q.notify.as_raw_fd() == fd));
+        match index {
+            Some(i) => {
+                if let Some(a) = &self.active {
+                    let _ = a.queues[i].notify.read();
+                }
+                if i == TX {
+                    self.process_tx();
+                } else {
+                    // New receive buffers: deliver what is pending and read the TAP again.
+                    self.watch_tap(ops);
+                    self.process_rx(ops);
+                }
+            }
+            None => {
+                let _ = ops.remove(Events::empty_raw(fd));
+                self.registered.retain(|&r| r != fd);
+            }
+        }
+    }
+}
