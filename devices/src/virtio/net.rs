@@ -169,10 +169,15 @@ impl Net {
                     } else if !link_up {
                         stats.tx_drop += 1;
                     } else {
+                        // A TAP takes or refuses a frame whole.
                         match self.tap.write(&buf) {
-                            Ok(_) => {
+                            Ok(n) if n == buf.len() => {
                                 stats.tx_packets += 1;
                                 stats.tx_bytes += (len - VNET_HDR_LEN) as u64;
+                            }
+                            Ok(n) => {
+                                log::debug!("virtio-net: TAP took {n} of {} bytes", buf.len());
+                                stats.tx_errs += 1;
                             }
                             Err(e) => {
                                 log::debug!("virtio-net: TAP write failed: {e}");
