@@ -185,16 +185,16 @@ fn run(
         if !reboot {
             return Ok(exit);
         }
-        eprintln!(
-            "ironvirt-vmm: domain {}: rebooting after the guest's shutdown",
-            config.name
-        );
         drop(vm);
         vm = Vm::new(config.clone(), Instant::now()).map_err(|e| e.to_string())?;
         *signal_target.lock().unwrap_or_else(|p| p.into_inner()) = vm.handle();
         if let Some(c) = &control {
             c.replace_vm(vm.handle(), info(&vm));
         }
+        eprintln!(
+            "ironvirt-vmm: domain {}: rebooting after the guest's shutdown",
+            config.name
+        );
     }
 }
 

@@ -15,7 +15,8 @@ use crate::xml::tree::Element;
 use crate::xml::Domain;
 
 /// How long `destroy` waits for a polite exit before SIGKILL, and after it.
-const QUIT_GRACE: Duration = Duration::from_secs(10);
+const QUIT_WAIT: Duration = Duration::from_secs(2);
+const QUIT_GRACE: Duration = Duration::from_secs(8);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -198,7 +199,8 @@ impl Connection {
             .control(&r.name)
             .and_then(|mut c| Ok(c.call(&Request::Quit)?))
             .is_ok();
-        if !asked {
+        // A `quit` can be lost in a VMM that is rebuilding its machine (reboot): SIGTERM then.
+        if !asked || !wait_dead(&files, QUIT_WAIT) {
             signal(status.pid, libc::SIGTERM, &files);
         }
         if !wait_dead(&files, QUIT_GRACE) {
