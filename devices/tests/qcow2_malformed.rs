@@ -269,7 +269,7 @@ fn malformed_headers_and_tables_are_errors() {
     for (what, entry) in [
         ("data past EOF", (eof + 1024) | (1 << 63)),
         ("data on the L1 table", l1_off as u64 | (1 << 63)),
-        ("compressed garbage", (1 << 62) | 512 * 3 + 17),
+        ("compressed garbage", (1 << 62) | (512 * 3 + 17)),
         ("reserved bits", (l1_off as u64) | 0x10),
     ] {
         let mut b = base.clone();
@@ -309,7 +309,7 @@ fn malformed_headers_and_tables_are_errors() {
     // Dirty image whose tables are broken: the repair fails cleanly.
     let mut b = base.clone();
     put64(&mut b, 72, 1);
-    put64(&mut b, l2_off + guest_c * 8, (eof + 1 << 20) | (1 << 63));
+    put64(&mut b, l2_off + guest_c * 8, ((eof + 1) << 20) | (1 << 63));
     let (_, rw) = c.open(&b);
     assert!(rw.unwrap_err().contains("past the end"));
 }
