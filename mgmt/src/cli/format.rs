@@ -25,8 +25,11 @@ impl Table {
     /// The table as text; `quiet` (`-q`) drops the header and the rule.
     pub fn render(&self, quiet: bool) -> String {
         let cols = self.header.len();
+        // With -q the header is not printed and does not count towards the widths (as in virsh).
+        let header = if quiet { None } else { Some(&self.header) };
         let width = |i: usize| {
-            std::iter::once(&self.header)
+            header
+                .into_iter()
                 .chain(&self.rows)
                 .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
                 .max()
@@ -85,7 +88,7 @@ mod tests {
             t.render(false),
             " Id   Name   State\n----------------------\n 1    test   running\n"
         );
-        assert_eq!(t.render(true), " 1    test   running\n");
+        assert_eq!(t.render(true), " 1   test   running\n");
         let mut t = Table::new(&["Interface", "Type", "Source", "Model", "MAC"]);
         t.row(
             ["testnet0", "network", "default", "-", "aa:bb:cc:dd:ee:ff"]
