@@ -398,7 +398,6 @@ fn mutation_fuzz_corpus() {
     let dir = tempdir();
     let base = base_image(dir.path());
     let mut rng = Rng::new(seed);
-    let meta_end = 8192.min(base.len() as u64);
     let interesting = [
         0u64,
         1,
@@ -415,10 +414,10 @@ fn mutation_fuzz_corpus() {
     for i in 0..iters {
         let mut b = base.clone();
         for _ in 0..=rng.below(4) {
-            let pos = if rng.below(2) == 0 {
-                rng.below(112)
-            } else {
-                rng.below(meta_end)
+            let pos = match rng.below(3) {
+                0 => rng.below(112),
+                1 => rng.below(8192.min(b.len() as u64)),
+                _ => rng.below(b.len() as u64),
             } as usize;
             match rng.below(3) {
                 0 => b[pos] ^= 1 << rng.below(8),
