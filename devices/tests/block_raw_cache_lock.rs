@@ -359,3 +359,35 @@ fn backing_files_are_read_locked() {
     let o = qemu_img(&["info", "-f", "raw", s(&base)]);
     assert!(o.status.success(), "readers of the backing file are fine");
 }
+
+#[test]
+fn create_refuses_images_in_use() {
+    let dir = tempdir();
+    let img = dir.path().join("busy.qcow2");
+    qcow2::create(
+        &img,
+        &qcow2::CreateOptions {
+            size: 1 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut d = open_rw(&img, ImageFormat::Qcow2);
+    d.write_at(&[1; 512], 0).unwrap();
+    let e = qcow2::create(
+        &img,
+        &qcow2::CreateOptions {
+            size: 1 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, BlockError::Locked { .. }), "{e}");
+    assert!(matches!(
+        block::raw::create(&img, 4096, Preallocation::Off),
+        Err(BlockError::Locked { .. })
+    ));
+    let mut buf = [0u8; 512];
+    d.read_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, [1; 512], "the image in use was left alone");
+}

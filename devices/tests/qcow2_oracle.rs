@@ -592,3 +592,95 @@ fn refcount_table_growth() {
 }
 
 fn _assert_object_safe(_: &dyn BlockBackend) {}
+
+/// Persistent bitmaps (an autoclear feature we don't maintain): reading keeps them; a writable open
+/// clears the autoclear bit, as the spec requires, so QEMU knows they are stale. Nothing else changes.
+#[test]
+fn bitmaps_autoclear_cleared_on_write() {
+    let dir = tempdir();
+    let img = dir.path().join("bm.qcow2");
+    qemu_img_ok(&["create", "-f", "qcow2", s(&img), "4M"]);
+    qemu_img_ok(&["bitmap", "--add", s(&img), "b0"]);
+    qemu_io("qcow2", &img, "write -P 1 0 64k");
+    let autoclear =
+        |p: &Path| u64::from_be_bytes(std::fs::read(p).unwrap()[88..96].try_into().unwrap());
+    assert_eq!(autoclear(&img), 1);
+    drop(open_ro(&img, ImageFormat::Qcow2));
+    assert_eq!(autoclear(&img), 1, "read-only opens leave the image alone");
+    let mut d = open_rw(&img, ImageFormat::Qcow2);
+    d.write_at(&[2; 4096], 65536).unwrap();
+    drop(d);
+    assert_eq!(autoclear(&img), 0);
+    check(&img, true);
+    let mut want = vec![0u8; 4 << 20];
+    want[..65536].fill(1);
+    want[65536..65536 + 4096].fill(2);
+    let m = dir.path().join("m.raw");
+    write_file(&m, &want);
+    compare(&img, &m);
+}
+
+/// An image left dirty (lazy refcounts) with wrong refcounts is repaired on a writable open.
+#[test]
+fn dirty_image_refcounts_rebuilt() {
+    let dir = tempdir();
+    let img = dir.path().join("dirty.qcow2");
+    let raw = dir.path().join("src.raw");
+    let mut rng = Rng::new(11);
+    let data = pattern(&mut rng, 4 << 20);
+    write_file(&raw, &data);
+    qemu_img_ok(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        "lazy_refcounts=on,cluster_size=4096",
+        s(&raw),
+        s(&img),
+    ]);
+    qemu_img_ok(&["snapshot", "-c", "s", s(&img)]);
+    // Wreck the refcounts: zero the first refcount block, and set the dirty bit.
+    let mut b = std::fs::read(&img).unwrap();
+    let rt = u64::from_be_bytes(b[48..56].try_into().unwrap()) as usize;
+    let rb = u64::from_be_bytes(b[rt..rt + 8].try_into().unwrap()) as usize;
+    b[rb..rb + 4096].fill(0);
+    b[79] |= 1;
+    std::fs::write(&img, &b).unwrap();
+    assert!(qcow2::info(&img).unwrap().dirty);
+    // Reading needs no repair.
+    assert_same(
+        "dirty read",
+        &read_all(open_ro(&img, ImageFormat::Qcow2).as_mut()),
+        &data,
+    );
+    let mut d = open_rw(&img, ImageFormat::Qcow2);
+    let mut mirror = data.clone();
+    for _ in 0..50 {
+        random_op(&mut rng, d.as_mut(), &mut mirror, 100_000);
+    }
+    drop(d);
+    assert!(!qcow2::info(&img).unwrap().dirty);
+    check(&img, false);
+    let m = dir.path().join("m.raw");
+    write_file(&m, &mirror);
+    compare(&img, &m);
+    let out = dir.path().join("snap.raw");
+    qemu_img_ok(&[
+        "convert",
+        "-l",
+        "snapshot.name=s",
+        "-f",
+        "qcow2",
+        "-O",
+        "raw",
+        s(&img),
+        s(&out),
+    ]);
+    assert_same(
+        "snapshot after repair",
+        &std::fs::read(&out).unwrap(),
+        &data,
+    );
+}

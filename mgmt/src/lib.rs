@@ -1,4 +1,10 @@
 //! ironvirt management layer.
 
+pub mod cli;
+pub mod config;
+pub mod driver;
+pub mod host;
 pub mod launch;
+pub mod store;
+pub mod uri;
 pub mod xml;

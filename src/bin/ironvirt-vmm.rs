@@ -2,21 +2,32 @@
 //!
 //! Exit status: 0 when the guest powers off (or reboots with `on_reboot='destroy'`), 2 when it crashes with
 //! `on_crash='destroy'`, 1 when the VM cannot be built or run (the reason is on stderr).
+//!
+//! The management layer (`ironvirt start`) adds `--control-socket`, `--pidfile`, `--exit-status` and
+//! `--paused`: the pid file stays locked for the life of the process, so "is the VM alive" is one
+//! non-blocking flock away even after a SIGKILL, and the exit-status file tells a later `ironvirt`
+//! invocation why the VM ended (no file + unlocked pid file = the VMM died).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ironvirt_mgmt::launch::vm_config;
 use ironvirt_mgmt::xml::domain::Domain;
+use ironvirt_vmm::control::{ControlServer, ServerInfo};
 use ironvirt_vmm::{Vm, VmExit};
 
-const USAGE: &str = "usage: ironvirt-vmm --domain FILE.xml
+const USAGE: &str = "usage: ironvirt-vmm --domain FILE.xml [options]
 
 Runs one virtual machine in this process, configured from a libvirt domain XML document.
 
 options:
-  --domain FILE   the domain XML to run
+  --domain FILE          the domain XML to run
+  --control-socket PATH  serve the JSON-lines control protocol on this UNIX socket
+  --pidfile PATH         write this process's pid to PATH and keep it locked while running
+  --exit-status PATH     on exit, write why the VM ended: shutdown, destroyed, crashed or failed
+  --paused               build the VM but keep its vCPUs paused until a 'cont' request
   -h, --help      show this help
   -V, --version   show the version
 
@@ -51,48 +62,140 @@ fn init_logging() {
     }
 }
 
+#[derive(Default)]
+struct RunArgs {
+    domain: PathBuf,
+    control_socket: Option<PathBuf>,
+    pidfile: Option<PathBuf>,
+    exit_status: Option<PathBuf>,
+    paused: bool,
+}
+
 enum Args {
-    Run { domain: PathBuf },
+    Run(RunArgs),
     Help,
     Version,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args_os().skip(1);
+    let mut run = RunArgs::default();
     let mut domain = None;
     while let Some(arg) = args.next() {
-        match arg.to_str() {
-            Some("-h") | Some("--help") => return Ok(Args::Help),
-            Some("-V") | Some("--version") => return Ok(Args::Version),
-            Some("--domain") => {
-                domain = Some(PathBuf::from(
-                    args.next().ok_or("option '--domain' needs a file name")?,
-                ));
+        let text = arg.to_string_lossy().into_owned();
+        let (name, inline) = match text.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(PathBuf::from(v))),
+            _ => (text.clone(), None),
+        };
+        let mut value = |what: &str| -> Result<PathBuf, String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => args
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or(format!("option '{name}' needs {what}")),
             }
-            Some(s) if s.starts_with("--domain=") => {
-                domain = Some(PathBuf::from(&s["--domain=".len()..]))
-            }
-            _ => return Err(format!("unexpected argument '{}'", arg.to_string_lossy())),
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Args::Help),
+            "-V" | "--version" => return Ok(Args::Version),
+            "--domain" => domain = Some(value("a file name")?),
+            "--control-socket" => run.control_socket = Some(value("a socket path")?),
+            "--pidfile" => run.pidfile = Some(value("a file name")?),
+            "--exit-status" => run.exit_status = Some(value("a file name")?),
+            "--paused" => run.paused = true,
+            _ => return Err(format!("unexpected argument '{text}'")),
         }
     }
-    domain
-        .map(|domain| Args::Run { domain })
-        .ok_or_else(|| "missing '--domain FILE.xml'".to_string())
+    run.domain = domain.ok_or_else(|| "missing '--domain FILE.xml'".to_string())?;
+    Ok(Args::Run(run))
+}
+
+/// Creates `path`, takes an exclusive lock on it for the rest of the process's life and writes our pid.
+fn lock_pidfile(path: &std::path::Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open pid file {}: {e}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "pid file {} is locked: another ironvirt-vmm already runs this domain",
+            path.display()
+        ));
+    }
+    file.set_len(0)
+        .and_then(|_| writeln!(file, "{}", std::process::id()))
+        .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
+    // The lock must outlive this function: it is released by the kernel when the process ends.
+    std::mem::forget(file);
+    Ok(())
+}
+
+fn write_exit_status(path: &std::path::Path, status: &str) {
+    if let Err(e) = std::fs::write(path, format!("{status}\n")) {
+        eprintln!(
+            "ironvirt-vmm: cannot write exit status to {}: {e}",
+            path.display()
+        );
+    }
 }
 
 fn run(
-    domain_path: PathBuf,
+    args: &RunArgs,
     process_start: Instant,
     stop_signals: libc::sigset_t,
 ) -> Result<VmExit, String> {
-    let bytes = std::fs::read(&domain_path)
+    let domain_path = &args.domain;
+    if let Some(p) = &args.pidfile {
+        lock_pidfile(p)?;
+    }
+    let bytes = std::fs::read(domain_path)
         .map_err(|e| format!("cannot read domain XML {}: {e}", domain_path.display()))?;
     let domain =
         Domain::parse_bytes(&bytes).map_err(|e| format!("{}: {e}", domain_path.display()))?;
     let config = vm_config(&domain).map_err(|e| e.to_string())?;
-    let mut vm = Vm::new(config, process_start).map_err(|e| e.to_string())?;
-    stop_on_signals(vm.handle(), stop_signals);
-    vm.run().map_err(|e| e.to_string())
+    let mut vm = Vm::new(config.clone(), process_start).map_err(|e| e.to_string())?;
+    let signal_target = Arc::new(Mutex::new(vm.handle()));
+    stop_on_signals(signal_target.clone(), stop_signals);
+    if args.paused {
+        vm.handle().pause().map_err(|e| e.to_string())?;
+    }
+    let info = |vm: &Vm| ServerInfo {
+        pty: vm.pty_path().map(Into::into),
+    };
+    // Kept until the VM ends: dropping it removes the socket file.
+    let control = match &args.control_socket {
+        Some(path) => Some(
+            ControlServer::spawn(path, vm.handle(), info(&vm))
+                .map_err(|e| format!("cannot serve the control socket {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    loop {
+        let exit = vm.run().map_err(|e| e.to_string())?;
+        // libvirt's ACPI reboot: the guest shut down cleanly because `reboot` pressed the power
+        // button, so it gets a fresh machine instead of the process ending.
+        let reboot =
+            exit == VmExit::PoweredOff && control.as_ref().is_some_and(|c| c.take_reboot_request());
+        if !reboot {
+            return Ok(exit);
+        }
+        drop(vm);
+        vm = Vm::new(config.clone(), Instant::now()).map_err(|e| e.to_string())?;
+        *signal_target.lock().unwrap_or_else(|p| p.into_inner()) = vm.handle();
+        if let Some(c) = &control {
+            c.replace_vm(vm.handle(), info(&vm));
+        }
+        eprintln!(
+            "ironvirt-vmm: domain {}: rebooting after the guest's shutdown",
+            config.name
+        );
+    }
 }
 
 /// SIGTERM, SIGINT and SIGHUP stop the VM like a pulled power cord, but through [`Vm::run`]'s normal return,
@@ -111,7 +214,7 @@ fn block_stop_signals() -> libc::sigset_t {
     }
 }
 
-fn stop_on_signals(handle: ironvirt_vmm::VmHandle, set: libc::sigset_t) {
+fn stop_on_signals(target: Arc<Mutex<ironvirt_vmm::VmHandle>>, set: libc::sigset_t) {
     let _ = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
@@ -119,7 +222,7 @@ fn stop_on_signals(handle: ironvirt_vmm::VmHandle, set: libc::sigset_t) {
             // SAFETY: sigwait on a set of blocked signals, writing the signal number into `sig`.
             if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
                 log::info!("signal {sig}: stopping the guest");
-                handle.stop();
+                target.lock().unwrap_or_else(|p| p.into_inner()).stop();
             }
         });
 }
@@ -128,8 +231,8 @@ fn main() -> ExitCode {
     let process_start = Instant::now();
     let stop_signals = block_stop_signals();
     init_logging();
-    let domain = match parse_args() {
-        Ok(Args::Run { domain }) => domain,
+    let args = match parse_args() {
+        Ok(Args::Run(args)) => args,
         Ok(Args::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -143,8 +246,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = run(domain, process_start, stop_signals);
+    let result = run(&args, process_start, stop_signals);
     ironvirt_vmm::terminal::restore();
+    if let Some(path) = &args.exit_status {
+        let status = match &result {
+            Ok(VmExit::PoweredOff) | Ok(VmExit::RebootDestroyed) => "shutdown".to_string(),
+            Ok(VmExit::Stopped) => "destroyed".to_string(),
+            Ok(VmExit::Crashed(why)) => format!("crashed {why}"),
+            Err(e) => format!("failed {e}"),
+        };
+        write_exit_status(path, &status);
+    }
     match result {
         Ok(VmExit::PoweredOff) | Ok(VmExit::Stopped) => ExitCode::SUCCESS,
         Ok(VmExit::RebootDestroyed) => {

@@ -8,6 +8,7 @@ pub mod arch;
 mod boot;
 pub mod config;
 mod console;
+pub mod control;
 mod memory;
 mod run_control;
 pub mod validate;

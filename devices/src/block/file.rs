@@ -118,6 +118,28 @@ impl ImageFile {
         Ok(f)
     }
 
+    /// Creates (or empties) an image file, holding QEMU-compatible write locks on it first so that an
+    /// image in use by another process is never truncated under it (qemu-img refuses that too).
+    pub fn create(path: &Path) -> Result<ImageFile, BlockError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(BlockError::io(path, "create"))?;
+        super::lock::lock_image(&file, path, true)?;
+        file.set_len(0).map_err(BlockError::io(path, "truncate"))?;
+        Ok(ImageFile {
+            file,
+            path: path.to_path_buf(),
+            direct: false,
+            no_flush: false,
+            len: 0,
+            bounce: None,
+        })
+    }
+
     /// Some filesystems accept `O_DIRECT` at open and refuse it at the first transfer.
     fn probe_direct(&mut self, cache: CacheMode) -> Result<(), BlockError> {
         let mut buf = AlignedBuf::new(DIRECT_ALIGN, DIRECT_ALIGN);

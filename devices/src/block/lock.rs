@@ -11,7 +11,9 @@
 //! Like a QEMU writer we use consistent-read, write and resize and refuse to share write and resize;
 //! like a QEMU reader we use consistent-read and refuse to share write and resize.
 //!
-//! The locks belong to the open file description, so they go away when the image file is closed.
+//! The locks belong to the open file description, so they go away when the image file is closed —
+//! unless a child forked meanwhile still has a copy of the descriptor: then they last until that
+//! child execs (our files are close-on-exec) or exits. QEMU has the same property.
 
 use std::fs::File;
 use std::io;

@@ -3,7 +3,6 @@
 //! Discard punches a hole (a no-op where the filesystem can't, as in QEMU); write-zeroes punches a hole
 //! when unmapping is allowed, else uses `FALLOC_FL_ZERO_RANGE`, else writes zero buffers.
 
-use std::fs::OpenOptions as FsOpenOptions;
 use std::path::{Path, PathBuf};
 
 use super::file::ImageFile;
@@ -83,32 +82,17 @@ impl BlockBackend for RawBackend {
     }
 }
 
-/// Creates (or truncates) a raw image of `size` bytes.
+/// Creates (or truncates) a raw image of `size` bytes. Refuses an image another process has open
+/// (locked), as qemu-img does.
 pub fn create(path: &Path, size: u64, preallocation: Preallocation) -> Result<(), BlockError> {
-    let f = FsOpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(BlockError::io(path, "create"))?;
-    f.set_len(size).map_err(BlockError::io(path, "truncate"))?;
-    drop(f);
+    let mut f = ImageFile::create(path)?;
+    f.set_len(size)?;
     match preallocation {
-        Preallocation::Off | Preallocation::Metadata => Ok(()),
-        Preallocation::Falloc => {
-            let f = FsOpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(BlockError::io(path, "open"))?;
-            posix_fallocate(&f, path, 0, size)
-        }
-        Preallocation::Full => {
-            let mut f = ImageFile::open(path, false, super::CacheMode::Writeback)?;
-            f.write_zero_buffers(0, size)?;
-            f.sync()
-        }
+        Preallocation::Off | Preallocation::Metadata => {}
+        Preallocation::Falloc => posix_fallocate(f.file(), path, 0, size)?,
+        Preallocation::Full => f.write_zero_buffers(0, size)?,
     }
+    f.sync()
 }
 
 /// Reserves disk blocks for a range (preallocation=falloc).

@@ -4,7 +4,6 @@
 //! L2 table and every data cluster, in guest order. Everything is counted once; the header is
 //! written last so an interrupted create never looks like a valid image.
 
-use std::fs::OpenOptions as FsOpenOptions;
 use std::path::{Path, PathBuf};
 
 use super::header::{
@@ -15,7 +14,7 @@ use super::refcount::entry_set;
 use super::table::{write_be_u64s, COPIED};
 use super::MAX_L1_ENTRIES;
 use crate::block::file::ImageFile;
-use crate::block::{BlockError, CacheMode, ImageFormat, Preallocation};
+use crate::block::{BlockError, ImageFormat, Preallocation};
 
 /// What to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,13 +154,7 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<(), BlockError> {
     }
     let header_bytes = hdr.encode().map_err(bad)?;
 
-    FsOpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(BlockError::io(path, "create"))?;
-    let mut f = ImageFile::open(path, false, CacheMode::Writeback)?;
+    let mut f = ImageFile::create(path)?;
     f.set_len(total * cs)?;
 
     // Refcount table and blocks: every cluster up to `total` is in use once.

@@ -235,7 +235,7 @@ impl Header {
                 )));
             }
             let start = h.backing_file_offset;
-            let end = start + u64::from(h.backing_file_size);
+            let end = start.saturating_add(u64::from(h.backing_file_size));
             if end > first.len() as u64 || end > cs || start < u64::from(h.header_length) {
                 return Err(corrupt(format!(
                     "backing file name at offset {start} lies outside the header cluster"

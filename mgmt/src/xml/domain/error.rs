@@ -85,4 +85,18 @@ pub enum DomainError {
     UnknownChardevType(String),
     #[error("internal error: Missing source path attribute for char device")]
     ChardevMissingPath,
+    #[error("missing target information for device {0}")]
+    DiskMissingTarget(String),
+    #[error("XML error: target '{target}' duplicated for disk sources '{path}' and '{other}'")]
+    DiskTargetDuplicated {
+        target: String,
+        path: String,
+        other: String,
+    },
+    #[error("unsupported configuration: Found duplicate drive address for disk with target name '{target}' controller='{}' bus='{}' target='{}' unit='{}'", address[0], address[1], address[2], address[3])]
+    DriveAddressConflict { target: String, address: [u32; 4] },
+    #[error("XML error: Invalid PCI address slot='{0}', must be <= 0x1F")]
+    PciSlot(String),
+    #[error("XML error: Invalid PCI address function={0}, must be <= 7")]
+    PciFunction(String),
 }

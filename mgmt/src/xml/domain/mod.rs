@@ -6,6 +6,7 @@
 
 mod chardev;
 mod cpu;
+mod device_checks;
 mod error;
 mod lifecycle;
 mod memory;
@@ -118,6 +119,7 @@ impl Domain {
                 .map(|d| d.children_named(kind).map(Chardev::parse).collect())
                 .unwrap_or(Ok(Vec::new()))
         };
+        device_checks::check(root)?;
         let serials = chardevs("serial")?;
         let consoles = chardevs("console")?;
 

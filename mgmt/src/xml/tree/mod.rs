@@ -197,3 +197,10 @@ fn significant(children: &[Node]) -> Vec<Significant<'_>> {
 
 #[cfg(test)]
 mod tests;
+
+/// `s` escaped for element text the way libvirt writes it.
+pub fn escape_text(s: &str) -> String {
+    let mut out = String::new();
+    write::escape_into(&mut out, s, false);
+    out
+}

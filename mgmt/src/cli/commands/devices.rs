@@ -1,0 +1,245 @@
+//! Disks and network interfaces: domblklist, domblkinfo, domblkstat, domiflist, domifstat. The
+//! lists come from the definition; statistics need devices the VMM runs, and it runs none yet.
+
+use super::cmd;
+use super::domain::lookup;
+use crate::cli::format::{key_value, Table};
+use crate::cli::spec::{data, flag, opt_data};
+use crate::cli::{CmdError, Command, Group};
+use crate::xml::{Domain, Element};
+
+fn source_of(el: &Element) -> Option<String> {
+    let src = el.child("source")?;
+    [
+        "file", "dev", "dir", "name", "volume", "network", "bridge", "path",
+    ]
+    .iter()
+    .find_map(|a| src.attr(a).map(str::to_string))
+}
+
+/// `(target, source)` of every `<disk>`.
+pub fn disks(def: &Domain) -> Vec<(String, Option<String>)> {
+    def.devices()
+        .filter(|d| d.name == "disk")
+        .map(|d| {
+            let target = d
+                .child("target")
+                .and_then(|t| t.attr("dev"))
+                .unwrap_or("-")
+                .to_string();
+            (target, source_of(d))
+        })
+        .collect()
+}
+
+pub const DOMBLKLIST: Command = cmd(
+    "domblklist",
+    Group::Monitor,
+    "list all domain blocks",
+    "Get the summary of block devices for a domain.",
+    &[
+        data("domain", "domain name, id or uuid"),
+        flag("inactive", "get inactive rather than running configuration"),
+        flag("details", "additionally display the type and device value"),
+    ],
+    |ctl, a| {
+        let r = lookup(ctl, a)?;
+        let def = if a.flag("inactive") {
+            r.inactive_def()
+        } else {
+            &r.def
+        };
+        let details = a.flag("details");
+        let mut t = if details {
+            Table::new(&["Type", "Device", "Target", "Source"])
+        } else {
+            Table::new(&["Target", "Source"])
+        };
+        for d in def.devices().filter(|d| d.name == "disk") {
+            let target = d.child("target").and_then(|t| t.attr("dev")).unwrap_or("-");
+            let source = source_of(d).unwrap_or_else(|| "-".into());
+            let mut row = Vec::new();
+            if details {
+                row.push(d.attr("type").unwrap_or("file").to_string());
+                row.push(d.attr("device").unwrap_or("disk").to_string());
+            }
+            row.push(target.to_string());
+            row.push(source);
+            t.row(row);
+        }
+        let quiet = ctl.quiet;
+        ctl.print(&t.render(quiet));
+        Ok(())
+    },
+);
+
+pub const DOMIFLIST: Command = cmd(
+    "domiflist",
+    Group::Monitor,
+    "list all domain virtual interfaces",
+    "Get the summary of virtual interfaces for a domain.",
+    &[
+        data("domain", "domain name, id or uuid"),
+        flag("inactive", "get inactive rather than running configuration"),
+    ],
+    |ctl, a| {
+        let r = lookup(ctl, a)?;
+        let def = if a.flag("inactive") {
+            r.inactive_def()
+        } else {
+            &r.def
+        };
+        let mut t = Table::new(&["Interface", "Type", "Source", "Model", "MAC"]);
+        for i in def.devices().filter(|d| d.name == "interface") {
+            let attr = |child: &str, attr: &str| {
+                i.child(child)
+                    .and_then(|c| c.attr(attr))
+                    .unwrap_or("-")
+                    .to_string()
+            };
+            t.row(vec![
+                attr("target", "dev"),
+                i.attr("type").unwrap_or("-").to_string(),
+                source_of(i).unwrap_or_else(|| "-".into()),
+                attr("model", "type"),
+                attr("mac", "address"),
+            ]);
+        }
+        let quiet = ctl.quiet;
+        ctl.print(&t.render(quiet));
+        Ok(())
+    },
+);
+
+pub const DOMBLKINFO: Command = cmd(
+    "domblkinfo",
+    Group::Monitor,
+    "domain block device size information",
+    "Get block device size info for a domain.",
+    &[
+        data("domain", "domain name, id or uuid"),
+        opt_data("device", "block device"),
+        flag("human", "Human readable output"),
+        flag("all", "display all block devices info"),
+    ],
+    |ctl, a| {
+        let r = lookup(ctl, a)?;
+        let disks = disks(r.inactive_def());
+        let size = |src: &Option<String>| {
+            src.as_ref()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    (m.len(), m.blocks() * 512)
+                })
+        };
+        if a.flag("all") {
+            let mut t = Table::new(&["Target", "Capacity", "Allocation", "Physical"]);
+            for (target, src) in &disks {
+                let (c, al) = size(src).unwrap_or((0, 0));
+                t.row(vec![
+                    target.clone(),
+                    c.to_string(),
+                    al.to_string(),
+                    c.to_string(),
+                ]);
+            }
+            let quiet = ctl.quiet;
+            ctl.print(&t.render(quiet));
+            return Ok(());
+        }
+        let Some(dev) = a.get("device") else {
+            return Err(CmdError::msg(
+                "command 'domblkinfo' requires <device> option when --all is not used",
+            ));
+        };
+        let Some((_, src)) = disks
+            .iter()
+            .find(|(t, s)| t == dev || s.as_deref() == Some(dev))
+        else {
+            return Err(CmdError::msg(format!(
+                "invalid argument: invalid path {dev} not assigned to domain"
+            )));
+        };
+        let (c, al) = size(src).ok_or_else(|| {
+            CmdError::msg(format!(
+                "internal error: cannot read the size of {}",
+                src.clone().unwrap_or_default()
+            ))
+        })?;
+        let mut s = key_value("Capacity", &c.to_string(), 15);
+        s.push_str(&key_value("Allocation", &al.to_string(), 15));
+        s.push_str(&key_value("Physical", &c.to_string(), 15));
+        ctl.print(&s);
+        Ok(())
+    },
+);
+
+pub const DOMBLKSTAT: Command = cmd(
+    "domblkstat",
+    Group::Monitor,
+    "get device block stats for a domain",
+    "Get device block stats for a running domain.",
+    &[
+        data("domain", "domain name, id or uuid"),
+        opt_data("device", "block device"),
+        flag("human", "print a more human readable output"),
+    ],
+    |ctl, a| {
+        let r = lookup(ctl, a)?;
+        let dev = a.get("device").unwrap_or_default().to_string();
+        let fail =
+            |why: String| CmdError::ctx(format!("Failed to get block stats {} {dev}", r.name), why);
+        if !r.is_active() {
+            return Err(fail(
+                "Requested operation is not valid: domain is not running".into(),
+            ));
+        }
+        if !dev.is_empty() {
+            return Err(fail(format!("invalid argument: invalid path: {dev}")));
+        }
+        // The summary over all disks of the running VM: it has none yet.
+        let mut s = String::new();
+        for k in [
+            "rd_req",
+            "rd_bytes",
+            "wr_req",
+            "wr_bytes",
+            "flush_operations",
+            "rd_total_times",
+            "wr_total_times",
+            "flush_total_times",
+        ] {
+            s.push_str(&format!(" {k} 0\n"));
+        }
+        ctl.print(&s);
+        Ok(())
+    },
+);
+
+pub const DOMIFSTAT: Command = cmd(
+    "domifstat",
+    Group::Monitor,
+    "get network interface stats for a domain",
+    "Get network interface stats for a running domain.",
+    &[
+        data("domain", "domain name, id or uuid"),
+        data(
+            "interface",
+            "interface device specified by name or MAC Address",
+        ),
+    ],
+    |ctl, a| {
+        let r = lookup(ctl, a)?;
+        let dev = a.get("interface").unwrap_or_default();
+        let why = if r.is_active() {
+            format!("invalid argument: invalid path, '{dev}' is not a known interface")
+        } else {
+            "Requested operation is not valid: domain is not running".into()
+        };
+        Err(CmdError::ctx(
+            format!("Failed to get interface stats {} {dev}", r.name),
+            why,
+        ))
+    },
+);

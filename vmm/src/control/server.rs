@@ -1,0 +1,190 @@
+//! Serves the control protocol for one VM: one thread accepts, one thread per client answers.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ironvirt_devices::bus::lock;
+
+use super::json::Value;
+use super::protocol::{encode_reply, ControlError, Request};
+use super::threads;
+use crate::VmHandle;
+
+/// A client line longer than this is refused (the protocol's requests are tiny).
+const MAX_LINE: u64 = 64 * 1024;
+
+/// Facts about the VM fixed at start-up that the handle does not carry.
+#[derive(Debug, Clone, Default)]
+pub struct ServerInfo {
+    /// The serial console's pty, for `query-chardev`.
+    pub pty: Option<PathBuf>,
+}
+
+struct Shared {
+    handle: Mutex<VmHandle>,
+    info: Mutex<ServerInfo>,
+    reboot: AtomicBool,
+}
+
+/// The listening socket; dropping it removes the socket file (the accept thread ends with the process).
+pub struct ControlServer {
+    path: PathBuf,
+    shared: Arc<Shared>,
+}
+
+impl ControlServer {
+    /// Binds `path` (replacing a stale socket file left by a dead VMM) and starts serving.
+    pub fn spawn(path: &Path, handle: VmHandle, info: ServerInfo) -> std::io::Result<Self> {
+        if path.exists() {
+            // A live VMM would still answer; only a stale file left by a killed one gets here,
+            // because the manager serializes starts of one domain.
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        let shared = Arc::new(Shared {
+            handle: Mutex::new(handle),
+            info: Mutex::new(info),
+            reboot: AtomicBool::new(false),
+        });
+        let serving = shared.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let shared = serving.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("control-client".into())
+                        .spawn(move || serve_client(stream, &shared));
+                }
+            })?;
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            shared,
+        })
+    }
+
+    /// Whether a `system_reboot` asked for the guest's next power-off to boot it again; clears it.
+    pub fn take_reboot_request(&self) -> bool {
+        self.shared.reboot.swap(false, Ordering::AcqRel)
+    }
+
+    /// Points the server at a new VM (after a reboot that rebuilt it).
+    pub fn replace_vm(&self, handle: VmHandle, info: ServerInfo) {
+        *lock(&self.shared.handle) = handle;
+        *lock(&self.shared.info) = info;
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve_client(stream: UnixStream, shared: &Shared) {
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        match (&mut reader).take(MAX_LINE).read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let complete = line.ends_with('\n');
+        let reply = if !complete {
+            Err(ControlError::new("GenericError", "request line too long"))
+        } else {
+            Request::decode(line.trim_end()).and_then(|r| execute(&r, shared))
+        };
+        let mut out = encode_reply(&reply);
+        out.push('\n');
+        if writer.write_all(out.as_bytes()).is_err() || !complete {
+            return;
+        }
+    }
+}
+
+fn execute(request: &Request, shared: &Shared) -> Result<Value, ControlError> {
+    let generic = |e: String| ControlError::new("GenericError", e);
+    let handle = lock(&shared.handle).clone();
+    match request {
+        Request::QueryStatus => Ok(Value::object()
+            .with(
+                "status",
+                if handle.is_paused() {
+                    "paused"
+                } else {
+                    "running"
+                },
+            )
+            .with("pid", i64::from(std::process::id()))),
+        Request::Stop => {
+            handle.pause().map_err(|e| generic(e.to_string()))?;
+            Ok(Value::object())
+        }
+        Request::Cont => {
+            handle.resume();
+            Ok(Value::object())
+        }
+        Request::SystemPowerdown => {
+            handle
+                .press_power_button()
+                .map_err(|e| generic(format!("cannot press the power button: {e}")))?;
+            Ok(Value::object())
+        }
+        Request::SystemReboot => {
+            shared.reboot.store(true, Ordering::Release);
+            handle
+                .press_power_button()
+                .map_err(|e| generic(format!("cannot press the power button: {e}")))?;
+            Ok(Value::object())
+        }
+        Request::SystemReset => {
+            handle.reset();
+            Ok(Value::object())
+        }
+        Request::Quit => {
+            handle.stop();
+            Ok(Value::object())
+        }
+        Request::QueryVcpus => {
+            let vcpus: Vec<Value> = handle
+                .vcpu_tids()
+                .iter()
+                .enumerate()
+                .map(|(i, tid)| threads::vcpu_info(i as u32, *tid).to_value())
+                .collect();
+            Ok(Value::object().with("vcpus", vcpus))
+        }
+        Request::SetVcpuAffinity { vcpu, cpus } => {
+            let tid = handle
+                .vcpu_tids()
+                .get(*vcpu as usize)
+                .copied()
+                .flatten()
+                .ok_or_else(|| {
+                    ControlError::new(
+                        "InvalidParameter",
+                        format!("vCPU {vcpu} does not exist or is not running"),
+                    )
+                })?;
+            threads::set_affinity(tid, cpus).map_err(|e| generic(e.to_string()))?;
+            Ok(Value::object())
+        }
+        Request::QueryChardev => Ok(match &lock(&shared.info).pty {
+            Some(p) => Value::object().with("pty", p.display().to_string()),
+            None => Value::object(),
+        }),
+        Request::QueryCpuStats => {
+            let (user, system) = threads::process_times_ns();
+            Ok(Value::object()
+                .with("user_ns", i64::try_from(user).unwrap_or(i64::MAX))
+                .with("system_ns", i64::try_from(system).unwrap_or(i64::MAX)))
+        }
+    }
+}
