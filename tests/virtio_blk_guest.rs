@@ -166,16 +166,12 @@ fn guest() -> Vec<u8> {
     d.g.assemble(LOAD_ADDR)
 }
 
-#[test]
-fn tiny_guest_drives_virtio_blk() {
-    let dir = scratch_dir("virtio-blk");
-    let mut image = vec![0u8; MIB as usize];
-    image[..512].fill(0xab);
-    image[1024..1536].fill(0xcd);
-    let disk = write_file(&dir, "disk.raw", &image);
-    let kernel = write_file(&dir, "guest.elf", &pvh_elf(&guest()));
-    let log = dir.join("serial.log");
-    let config = VmConfig {
+fn blk_config(
+    kernel: std::path::PathBuf,
+    log: std::path::PathBuf,
+    disk: std::path::PathBuf,
+) -> VmConfig {
+    VmConfig {
         name: "blk".into(),
         uuid: "c7a5fdbd-cdaf-9455-926a-d65c16db1809".into(),
         memory_bytes: 64 * MIB,
@@ -192,12 +188,12 @@ fn tiny_guest_drives_virtio_blk() {
         on_reboot: LifecycleAction::Destroy,
         on_crash: LifecycleAction::Destroy,
         serial: Some(SerialConfig::File {
-            path: log.clone(),
+            path: log,
             append: false,
         }),
         disks: vec![DiskConfig {
             target: "vda".into(),
-            path: disk.clone(),
+            path: disk,
             format: ImageFormat::Raw,
             read_only: false,
             cache: CacheMode::Writeback,
@@ -209,7 +205,19 @@ fn tiny_guest_drives_virtio_blk() {
         virtio_mmio_on_cmdline: false,
         balloon: None,
         interfaces: Vec::new(),
-    };
+    }
+}
+
+#[test]
+fn tiny_guest_drives_virtio_blk() {
+    let dir = scratch_dir("virtio-blk");
+    let mut image = vec![0u8; MIB as usize];
+    image[..512].fill(0xab);
+    image[1024..1536].fill(0xcd);
+    let disk = write_file(&dir, "disk.raw", &image);
+    let kernel = write_file(&dir, "guest.elf", &pvh_elf(&guest()));
+    let log = dir.join("serial.log");
+    let config = blk_config(kernel, log.clone(), disk.clone());
     let mut vm = Vm::new(config, Instant::now()).unwrap();
     let handle = vm.handle();
     let t = std::thread::spawn(move || vm.run());
@@ -240,4 +248,82 @@ fn tiny_guest_drives_virtio_blk() {
         "write zeroes cleared sector 2"
     );
     assert!(after[..512].iter().all(|&b| b == 0xab));
+}
+
+/// A read-only qcow2 disk: the device offers VIRTIO_BLK_F_RO, serves reads from the image, refuses writes.
+fn read_only_guest() -> Vec<u8> {
+    let mut d = Driver::new(1);
+    d.check(
+        |a| {
+            a.mov(dword_ptr(MMIO + 0x14), 0u32).unwrap();
+            a.mov(eax, dword_ptr(MMIO + 0x10)).unwrap();
+            a.and(eax, 1u32 << 5).unwrap();
+            a.cmp(eax, 1u32 << 5).unwrap();
+        },
+        "ro offered\n",
+        "ro missing\n",
+    );
+    d.setup(1 << 5);
+    header(&mut d, 0, 0);
+    d.desc(Q, 0, HDR.into(), 16, NEXT, 1);
+    d.desc(Q, 1, DATA.into(), 512, NEXT | WRITE, 2);
+    d.desc(Q, 2, STATUS.into(), 1, WRITE, 0);
+    d.submit_and_wait(Q);
+    d.check(
+        |a| a.cmp(dword_ptr(DATA), 0x5151_5151u32).unwrap(),
+        "qcow2 read ok\n",
+        "qcow2 read BAD\n",
+    );
+    header(&mut d, 1, 0);
+    d.desc(Q, 1, DATA.into(), 512, NEXT, 2);
+    d.submit_and_wait(Q);
+    d.check(
+        |a| a.cmp(byte_ptr(STATUS), 1u32).unwrap(),
+        "write refused\n",
+        "write ACCEPTED\n",
+    );
+    d.g.power_off();
+    d.g.assemble(LOAD_ADDR)
+}
+
+#[test]
+fn read_only_qcow2_disk() {
+    let dir = scratch_dir("virtio-blk-ro");
+    let raw = write_file(&dir, "content.raw", &[0x51u8; MIB as usize]);
+    let image = dir.join("disk.qcow2");
+    let st = std::process::Command::new("qemu-img")
+        .args(["convert", "-q", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let before = std::fs::read(&image).unwrap();
+    let kernel = write_file(&dir, "guest.elf", &pvh_elf(&read_only_guest()));
+    let log = dir.join("serial.log");
+    let mut config = blk_config(kernel, log.clone(), image.clone());
+    config.disks[0].format = ImageFormat::Qcow2;
+    config.disks[0].read_only = true;
+    let vm = Vm::new(config, Instant::now()).unwrap();
+    let handle = vm.handle();
+    let mut vm = vm;
+    let t = std::thread::spawn(move || vm.run());
+    let start = Instant::now();
+    while !t.is_finished() {
+        if start.elapsed() > Duration::from_secs(30) {
+            handle.stop();
+            panic!("guest hung");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(t.join().unwrap().unwrap(), VmExit::PoweredOff);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "ro offered\nfeatures ok\nqcow2 read ok\nwrite refused\n"
+    );
+    assert_eq!(
+        std::fs::read(&image).unwrap(),
+        before,
+        "a read-only image is never written"
+    );
 }
