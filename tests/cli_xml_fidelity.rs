@@ -32,7 +32,8 @@ fn xml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn connection(test: &str) -> (Connection, PathBuf) {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{test}-{}", std::process::id()));
+    let root =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let env = Env {
         root: Some(root.clone()),
@@ -56,7 +57,10 @@ fn every_libvirt_domain_defines_and_dumps_back_valid_and_complete() {
     assert!(files.len() > 150, "{} files", files.len());
     let out_dir = root.join("dumped");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let validator = Command::new("virt-xml-validate").arg("--help").output().is_ok();
+    let validator = Command::new("virt-xml-validate")
+        .arg("--help")
+        .output()
+        .is_ok();
     for (i, path) in files.iter().enumerate() {
         let text = std::fs::read_to_string(path).unwrap();
         let r = conn
@@ -116,10 +120,9 @@ fn every_invalid_libvirt_domain_is_refused() {
         n += 1;
         let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
         let err = conn.define(&text).expect_err(&p.display().to_string());
-        let expected = std::fs::read_to_string(
-            p.with_extension("").with_extension("x86_64-latest.err"),
-        )
-        .unwrap_or_default();
+        let expected =
+            std::fs::read_to_string(p.with_extension("").with_extension("x86_64-latest.err"))
+                .unwrap_or_default();
         if !p.ends_with("broken-xml-invalid.xml") {
             assert_eq!(err.to_string(), expected.trim(), "{}", p.display());
         }
