@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use ironvirt_devices::bus::{lock, Bus, BusDevice};
 use ironvirt_devices::legacy::{self, AcpiPmDevice, BootTimer, Cmos, Ged, SerialDevice, I8042};
 use ironvirt_devices::virtio::mmio::MMIO_WINDOW;
@@ -166,6 +166,7 @@ pub struct Vm {
 
 struct EventLoop {
     stop: Arc<AtomicBool>,
+    wake: EventFd,
     thread: JoinHandle<()>,
 }
 
@@ -340,10 +341,24 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         if let Some(el) = self.event_loop.take() {
-            el.stop.store(true, Ordering::Release);
-            let _ = el.thread.join();
+            el.stop();
         }
         crate::console::terminal::restore();
+    }
+}
+
+/// Wakes the event loop so it notices the stop flag at once.
+struct Waker(EventFd);
+
+impl MutEventSubscriber for Waker {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.0, EventSet::IN)) {
+            log::error!("event loop: cannot watch its wake-up event: {e}");
+        }
+    }
+
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.0.read();
     }
 }
 
@@ -353,19 +368,28 @@ impl EventLoop {
     ) -> Result<Self, VmError> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
+        let wake = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
+        manager.add_subscriber(Arc::new(Mutex::new(Waker(
+            wake.try_clone().map_err(VmError::EventFd)?,
+        ))));
         let thread = std::thread::Builder::new()
             .name("event-loop".into())
             .spawn(move || {
                 while !stop_flag.load(Ordering::Acquire) {
-                    // The timeout bounds how long shutdown waits for this thread.
-                    if let Err(e) = manager.run_with_timeout(100) {
+                    if let Err(e) = manager.run() {
                         log::error!("event loop failed: {e}");
                         break;
                     }
                 }
             })
             .map_err(|e| VmError::EventLoop(e.to_string()))?;
-        Ok(EventLoop { stop, thread })
+        Ok(EventLoop { stop, wake, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.wake.write(1);
+        let _ = self.thread.join();
     }
 }
 
