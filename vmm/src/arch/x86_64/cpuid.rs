@@ -148,7 +148,7 @@ mod tests {
         };
         CpuId::from_entries(&[
             leaf(0, 0x1f, 0, 0, 0),
-            leaf(1, 0x800f12, 0xff_ff_1234, 0, 0),
+            leaf(1, 0x800f12, 0xffff_1234, 0, 0),
             kvm_cpuid_entry2 {
                 function: 0xb,
                 index: 0,
