@@ -1,0 +1,17 @@
+//! Storage pools and volumes, as libvirt's storage driver does them: pool and volume XML models,
+//! the pool store (defined/active/autostart), the `dir` pool backend and volume operations done by
+//! our own block code (no qemu-img at run time).
+
+pub mod driver;
+pub mod error;
+pub mod image;
+pub mod pool_xml;
+pub mod size;
+pub mod vol_xml;
+pub mod volume;
+
+pub use driver::{PoolRecord, PoolState, StorageDriver};
+pub use error::StorageError;
+pub use pool_xml::PoolDef;
+pub use vol_xml::VolDef;
+pub use volume::{VolCreate, VolInfo};
