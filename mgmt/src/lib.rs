@@ -5,7 +5,7 @@ pub mod config;
 pub mod driver;
 pub mod host;
 pub mod launch;
-pub mod storage;
+pub mod network;
 pub mod store;
 pub mod uri;
 pub mod xml;

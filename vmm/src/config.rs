@@ -62,6 +62,9 @@ pub enum NetAttach {
     Ethernet,
     /// `type='bridge'` (or a network's bridge): the TAP is enslaved to this Linux bridge.
     Bridge(String),
+    /// `type='direct'`: a macvtap device on the host NIC `dev` (made for the VM, removed with it),
+    /// in `mode` (`bridge`, `vepa`, `private` or `passthrough`).
+    Direct { dev: String, mode: String },
 }
 
 /// A virtio-balloon device: how `setmem --live` takes memory back, and where `dommemstat` comes from.

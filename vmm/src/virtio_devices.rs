@@ -20,6 +20,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::{BootConfig, DiskConfig, NetAttach, NetConfig, VmConfig};
 use crate::VmError;
+use ironvirt_devices::net::macvtap;
+use ironvirt_devices::net::netlink::MacvlanMode;
 use ironvirt_devices::net::tap::Tap;
 use ironvirt_devices::virtio::net::{Net, NetShared, NetStats};
 use std::sync::atomic::Ordering;
@@ -180,7 +182,14 @@ impl NetHandle {
 }
 
 fn open_net(n: &NetConfig) -> Result<Net, String> {
-    let tap = Tap::open(n.tap_name.as_deref().unwrap_or("vnet%d")).map_err(|e| e.to_string())?;
+    let tap = match &n.attach {
+        NetAttach::Direct { dev, mode } => {
+            let mode =
+                MacvlanMode::parse(mode).ok_or_else(|| format!("unknown macvtap mode '{mode}'"))?;
+            macvtap::open(n.tap_name.as_deref(), dev, mode, n.mac).map_err(|e| e.to_string())?
+        }
+        _ => Tap::open(n.tap_name.as_deref().unwrap_or("vnet%d")).map_err(|e| e.to_string())?,
+    };
     tap.up(n.mtu.map(u32::from)).map_err(|e| e.to_string())?;
     if let NetAttach::Bridge(bridge) = &n.attach {
         tap.attach_to_bridge(bridge).map_err(|e| e.to_string())?;

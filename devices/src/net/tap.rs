@@ -39,6 +39,8 @@ pub enum TapError {
         what: &'static str,
         source: io::Error,
     },
+    #[error("macvtap device '{name}': {reason}")]
+    Macvtap { name: String, reason: String },
 }
 
 #[repr(C)]
@@ -108,6 +110,8 @@ fn inet_socket() -> io::Result<OwnedFd> {
 pub struct Tap {
     file: File,
     name: String,
+    /// A link this TAP owns and removes when dropped (a macvtap device made for one guest NIC).
+    owned_link: Option<crate::net::macvtap::OwnedLink>,
 }
 
 impl Tap {
@@ -132,12 +136,45 @@ impl Tap {
         let tap = Tap {
             name: req.name(),
             file,
+            owned_link: None,
         };
+        tap.set_vnet_hdr_len()?;
+        Ok(tap)
+    }
+
+    /// Wraps the character device of a macvtap interface (opened by [`crate::net::macvtap`]), which
+    /// speaks the TAP protocol; `link` is removed when the TAP is dropped.
+    pub(crate) fn from_macvtap(
+        file: File,
+        name: String,
+        link: crate::net::macvtap::OwnedLink,
+    ) -> Result<Tap, TapError> {
+        let tap = Tap {
+            file,
+            name,
+            owned_link: Some(link),
+        };
+        let mut req = IfReq::new(&tap.name)?;
+        req.set_short(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
+        // SAFETY: TUNSETIFF takes a struct ifreq; macvtap reads only the flags from it.
+        unsafe { ioctl_ptr(tap.file.as_raw_fd(), TUNSETIFF, &mut req) }
+            .map_err(|e| tap.configure_error("enabling the vnet header", e))?;
+        tap.set_vnet_hdr_len()?;
+        Ok(tap)
+    }
+
+    fn set_vnet_hdr_len(&self) -> Result<(), TapError> {
+        let tap = self;
         let mut hdr_len = VNET_HDR_LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ takes a pointer to an int.
         unsafe { ioctl_ptr(tap.file.as_raw_fd(), TUNSETVNETHDRSZ, &mut hdr_len) }
             .map_err(|source| tap.configure_error("setting the vnet header size", source))?;
-        Ok(tap)
+        Ok(())
+    }
+
+    /// Whether this is a macvtap device (it goes to the host NIC itself, not to a bridge).
+    pub fn is_macvtap(&self) -> bool {
+        self.owned_link.is_some()
     }
 
     fn configure_error(&self, what: &'static str, source: io::Error) -> TapError {

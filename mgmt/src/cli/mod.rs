@@ -34,6 +34,7 @@ pub enum Group {
     Domain,
     Monitor,
     Host,
+    Network,
     Shell,
 }
 
@@ -43,6 +44,7 @@ impl Group {
             Group::Domain => ("Domain Management", "domain"),
             Group::Monitor => ("Domain Monitoring", "monitor"),
             Group::Host => ("Host and Hypervisor", "host"),
+            Group::Network => ("Networking", "network"),
             Group::Shell => ("Virsh itself", "virsh"),
         }
     }

@@ -125,6 +125,8 @@ impl Connection {
 
     /// Runs `def` in a new VMM process (the caller holds the domain lock).
     fn launch(&self, def: &Domain, flags: StartFlags) -> Result<(), DriverError> {
+        // Interfaces on virtual networks get their network's bridge (the network must be active).
+        let def = &crate::network::domain::resolve_interfaces(&self.paths, def)?;
         // The same check the VMM makes, but before a process exists: libvirt's error, at once.
         vm_config(def)?;
         let name = def.name();

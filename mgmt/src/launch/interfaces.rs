@@ -37,15 +37,48 @@ fn interface(index: usize, el: &Element) -> Result<NetConfig, LaunchError> {
                 })?;
             NetAttach::Bridge(bridge.to_string())
         }
-        "network" => return Err(unsupported(
-            index,
-            "interfaces on virtual networks need the network driver, which is not available yet"
-                .into(),
-        )),
+        // The domain driver fills in the bridge of the (active) network at start, as libvirt's
+        // live XML shows it; without it the network was never resolved.
+        "network" => {
+            let source = el.child("source");
+            let network = source.and_then(|s| s.attr("network")).unwrap_or_default();
+            match source.and_then(|s| s.attr("bridge")) {
+                Some(bridge) => NetAttach::Bridge(bridge.to_string()),
+                None => {
+                    return Err(unsupported(
+                        index,
+                        format!(
+                            "network '{network}' was not resolved to a bridge: start the domain with ironvirt, which looks the network up"
+                        ),
+                    ))
+                }
+            }
+        }
+        "direct" => {
+            let source = el.child("source");
+            let dev = source.and_then(|s| s.attr("dev")).ok_or_else(|| {
+                LaunchError::Invalid(format!(
+                    "interface {index}: type='direct' needs <source dev=…>"
+                ))
+            })?;
+            // libvirt's default macvtap mode is vepa.
+            let mode = source.and_then(|s| s.attr("mode")).unwrap_or("vepa");
+            if !matches!(mode, "vepa" | "bridge" | "private" | "passthrough") {
+                return Err(LaunchError::Invalid(format!(
+                    "Unknown mode '{mode}' in interface <source> element"
+                )));
+            }
+            NetAttach::Direct {
+                dev: dev.to_string(),
+                mode: mode.to_string(),
+            }
+        }
         other => {
             return Err(unsupported(
                 index,
-                format!("interface type '{other}' is not supported (only ethernet and bridge)"),
+                format!(
+                    "interface type '{other}' is not supported (only network, bridge, ethernet and direct)"
+                ),
             ))
         }
     };

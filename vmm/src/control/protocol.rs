@@ -32,6 +32,10 @@ pub enum Request {
     QueryChardev,
     /// User and system CPU time of the whole VMM process.
     QueryCpuStats,
+    /// Every virtio-net interface: TAP name, MAC, link state and counters.
+    QueryNet,
+    /// Sets the guest-visible link state of the interface with this TAP name or MAC (QMP's `set_link`).
+    SetLink { name: String, up: bool },
 }
 
 /// A refused or failed request.
@@ -66,6 +70,8 @@ impl Request {
             Request::SetVcpuAffinity { .. } => "set-vcpu-affinity",
             Request::QueryChardev => "query-chardev",
             Request::QueryCpuStats => "query-cpu-stats",
+            Request::QueryNet => "query-net",
+            Request::SetLink { .. } => "set_link",
         }
     }
 
@@ -76,6 +82,12 @@ impl Request {
             v = v.with(
                 "arguments",
                 Value::object().with("vcpu", *vcpu).with("cpus", cpus),
+            );
+        }
+        if let Request::SetLink { name, up } = self {
+            v = v.with(
+                "arguments",
+                Value::object().with("name", name.as_str()).with("up", *up),
             );
         }
         v.encode()
@@ -99,6 +111,20 @@ impl Request {
             "query-vcpus" => Request::QueryVcpus,
             "query-chardev" => Request::QueryChardev,
             "query-cpu-stats" => Request::QueryCpuStats,
+            "query-net" => Request::QueryNet,
+            "set_link" => {
+                let bad = || ControlError::new("InvalidParameter", "expected {name, up}");
+                let name = args
+                    .and_then(|a| a.get("name"))
+                    .and_then(Value::as_str)
+                    .ok_or_else(bad)?
+                    .to_string();
+                let up = args
+                    .and_then(|a| a.get("up"))
+                    .and_then(Value::as_bool)
+                    .ok_or_else(bad)?;
+                Request::SetLink { name, up }
+            }
             "set-vcpu-affinity" => {
                 let bad = || ControlError::new("InvalidParameter", "expected {vcpu, cpus}");
                 let vcpu = args
@@ -236,6 +262,11 @@ mod tests {
             Request::QueryVcpus,
             Request::QueryChardev,
             Request::QueryCpuStats,
+            Request::QueryNet,
+            Request::SetLink {
+                name: "vnet0".into(),
+                up: false,
+            },
             Request::SetVcpuAffinity {
                 vcpu: 1,
                 cpus: vec![0, 3],

@@ -186,5 +186,46 @@ fn execute(request: &Request, shared: &Shared) -> Result<Value, ControlError> {
                 .with("user_ns", i64::try_from(user).unwrap_or(i64::MAX))
                 .with("system_ns", i64::try_from(system).unwrap_or(i64::MAX)))
         }
+        Request::QueryNet => {
+            let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            let nets: Vec<Value> = handle
+                .interfaces()
+                .iter()
+                .map(|n| {
+                    let s = n.stats();
+                    Value::object()
+                        .with("name", n.tap.as_str())
+                        .with("mac", format_mac(&n.mac))
+                        .with("up", n.link_up())
+                        .with("rx_bytes", big(s.rx_bytes))
+                        .with("rx_packets", big(s.rx_packets))
+                        .with("rx_errs", big(s.rx_errs))
+                        .with("rx_drop", big(s.rx_drop))
+                        .with("tx_bytes", big(s.tx_bytes))
+                        .with("tx_packets", big(s.tx_packets))
+                        .with("tx_errs", big(s.tx_errs))
+                        .with("tx_drop", big(s.tx_drop))
+                })
+                .collect();
+            Ok(Value::object().with("interfaces", nets))
+        }
+        Request::SetLink { name, up } => {
+            let net = handle
+                .interfaces()
+                .iter()
+                .find(|n| n.tap == *name || format_mac(&n.mac).eq_ignore_ascii_case(name))
+                .ok_or_else(|| {
+                    ControlError::new("DeviceNotFound", format!("Device '{name}' not found"))
+                })?;
+            net.set_link(*up).map_err(|e| generic(e.to_string()))?;
+            Ok(Value::object())
+        }
     }
+}
+
+fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

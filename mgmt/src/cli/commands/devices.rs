@@ -232,14 +232,15 @@ pub const DOMIFSTAT: Command = cmd(
     |ctl, a| {
         let r = lookup(ctl, a)?;
         let dev = a.get("interface").unwrap_or_default();
-        let why = if r.is_active() {
-            format!("invalid argument: invalid path, '{dev}' is not a known interface")
-        } else {
-            "Requested operation is not valid: domain is not running".into()
-        };
-        Err(CmdError::ctx(
-            format!("Failed to get interface stats {} {dev}", r.name),
-            why,
-        ))
+        if !r.is_active() {
+            return Err(CmdError::ctx(
+                format!("Failed to get interface stats {} {dev}", r.name),
+                "Requested operation is not valid: domain is not running",
+            ));
+        }
+        // The counters come from the running VMM (see iface.rs).
+        let text = super::iface::ifstat_text(ctl, &r, dev)?;
+        ctl.print(&text);
+        Ok(())
     },
 );

@@ -3,8 +3,10 @@
 mod devices;
 mod domain;
 mod host;
+mod iface;
 mod lifecycle;
 mod monitor;
+mod network;
 
 use super::spec::{alias, argv, flag, opt_data, string, Args, Kind, Opt};
 use super::{CmdError, CmdResult, Command, Ctl, Group};
@@ -55,12 +57,17 @@ pub static COMMANDS: &[Command] = &[
     monitor::VCPUCOUNT,
     monitor::VCPUINFO,
     monitor::VCPUPIN,
+    iface::ATTACH_INTERFACE,
+    iface::DETACH_INTERFACE,
     // Monitoring.
     devices::DOMBLKINFO,
     devices::DOMBLKLIST,
     devices::DOMBLKSTAT,
     devices::DOMIFLIST,
     devices::DOMIFSTAT,
+    iface::DOMIF_GETLINK,
+    iface::DOMIF_SETLINK,
+    iface::DOMIFADDR,
     domain::DOMINFO,
     monitor::DOMMEMSTAT,
     domain::DOMSTATE,
@@ -72,6 +79,21 @@ pub static COMMANDS: &[Command] = &[
     host::NODEINFO,
     host::URI,
     host::VERSION,
+    // Networking.
+    network::NET_AUTOSTART,
+    network::NET_CREATE,
+    network::NET_DEFINE,
+    network::NET_DESTROY,
+    network::NET_DHCP_LEASES,
+    network::NET_DUMPXML,
+    network::NET_EDIT,
+    network::NET_INFO,
+    network::NET_LIST,
+    network::NET_NAME,
+    network::NET_START,
+    network::NET_UNDEFINE,
+    network::NET_UPDATE,
+    network::NET_UUID,
     // The shell.
     CONNECT,
     ECHO,
@@ -234,7 +256,13 @@ const HELP: Command = cmd(
 );
 
 fn help(ctl: &mut Ctl, a: &Args) -> CmdResult {
-    let groups = [Group::Domain, Group::Monitor, Group::Host, Group::Shell];
+    let groups = [
+        Group::Domain,
+        Group::Monitor,
+        Group::Host,
+        Group::Network,
+        Group::Shell,
+    ];
     let show_group = |ctl: &mut Ctl, g: Group| {
         let (title, keyword) = g.title();
         ctl.print(&format!(" {title} (help keyword '{keyword}'):\n"));

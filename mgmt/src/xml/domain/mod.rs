@@ -124,6 +124,7 @@ impl Domain {
         let consoles = chardevs("console")?;
 
         write_uuid(&mut doc.root, uuid);
+        generate_macs(&mut doc.root);
         Ok(Domain {
             doc,
             domain_type,
@@ -292,6 +293,22 @@ fn write_uuid(root: &mut Element, uuid: Uuid) {
             }
         }
         None => root.insert_after(Element::with_text("uuid", text), BEFORE_UUID),
+    }
+}
+
+/// libvirt gives every `<interface>` without `<mac>` a generated address at parse time, so the
+/// definition keeps it from then on.
+fn generate_macs(root: &mut Element) {
+    let Some(devices) = root.child_mut("devices") else {
+        return;
+    };
+    for iface in devices.elements_mut().filter(|d| d.name == "interface") {
+        if iface.child("mac").is_none() {
+            let mut mac = Element::new("mac");
+            let address = crate::launch::interfaces::generate_mac();
+            mac.set_attr("address", crate::launch::interfaces::format_mac(&address));
+            iface.children.insert(0, tree::Node::Element(mac));
+        }
     }
 }
 
