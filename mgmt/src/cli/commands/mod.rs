@@ -7,6 +7,7 @@ mod iface;
 mod lifecycle;
 mod monitor;
 mod network;
+mod storage;
 
 use super::spec::{alias, argv, flag, opt_data, string, Args, Kind, Opt};
 use super::{CmdError, CmdResult, Command, Ctl, Group};
@@ -94,6 +95,37 @@ pub static COMMANDS: &[Command] = &[
     network::NET_UNDEFINE,
     network::NET_UPDATE,
     network::NET_UUID,
+    // Storage pools and volumes.
+    storage::POOL_AUTOSTART,
+    storage::POOL_BUILD,
+    storage::POOL_CREATE,
+    storage::POOL_CREATE_AS,
+    storage::POOL_DEFINE,
+    storage::POOL_DEFINE_AS,
+    storage::POOL_DELETE,
+    storage::POOL_DESTROY,
+    storage::POOL_DUMPXML,
+    storage::POOL_INFO,
+    storage::POOL_LIST,
+    storage::POOL_NAME,
+    storage::POOL_REFRESH,
+    storage::POOL_START,
+    storage::POOL_UNDEFINE,
+    storage::POOL_UUID,
+    storage::VOL_CLONE,
+    storage::VOL_CREATE,
+    storage::VOL_CREATE_AS,
+    storage::VOL_DELETE,
+    storage::VOL_DOWNLOAD,
+    storage::VOL_DUMPXML,
+    storage::VOL_INFO,
+    storage::VOL_KEY,
+    storage::VOL_LIST,
+    storage::VOL_NAME,
+    storage::VOL_PATH,
+    storage::VOL_POOL_CMD,
+    storage::VOL_RESIZE,
+    storage::VOL_UPLOAD,
     // The shell.
     CONNECT,
     ECHO,
