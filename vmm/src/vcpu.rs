@@ -120,7 +120,10 @@ fn run_until_stop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
         let _ = ctx.events.send(e);
     };
     if let Some(start) = ctx.process_start {
-        log::info!("first KVM_RUN {:.3} ms after process start", start.elapsed().as_secs_f64() * 1000.0);
+        log::info!(
+            "first KVM_RUN {:.3} ms after process start",
+            start.elapsed().as_secs_f64() * 1000.0
+        );
     }
     while !ctx.stop.load(Ordering::Acquire) {
         ctx.control
