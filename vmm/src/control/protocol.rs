@@ -32,6 +32,12 @@ pub enum Request {
     QueryChardev,
     /// User and system CPU time of the whole VMM process.
     QueryCpuStats,
+    /// Sets the balloon so the guest keeps `bytes` of memory (QMP's `balloon`, argument `value`).
+    Balloon { bytes: u64 },
+    /// The guest's memory as the balloon sees it, and its last statistics.
+    QueryBalloon,
+    /// Per-disk I/O counters.
+    QueryBlockstats,
 }
 
 /// A refused or failed request.
@@ -66,6 +72,9 @@ impl Request {
             Request::SetVcpuAffinity { .. } => "set-vcpu-affinity",
             Request::QueryChardev => "query-chardev",
             Request::QueryCpuStats => "query-cpu-stats",
+            Request::Balloon { .. } => "balloon",
+            Request::QueryBalloon => "query-balloon",
+            Request::QueryBlockstats => "query-blockstats",
         }
     }
 
@@ -76,6 +85,12 @@ impl Request {
             v = v.with(
                 "arguments",
                 Value::object().with("vcpu", *vcpu).with("cpus", cpus),
+            );
+        }
+        if let Request::Balloon { bytes } = self {
+            v = v.with(
+                "arguments",
+                Value::object().with("value", i64::try_from(*bytes).unwrap_or(i64::MAX)),
             );
         }
         v.encode()
@@ -99,6 +114,18 @@ impl Request {
             "query-vcpus" => Request::QueryVcpus,
             "query-chardev" => Request::QueryChardev,
             "query-cpu-stats" => Request::QueryCpuStats,
+            "query-balloon" => Request::QueryBalloon,
+            "query-blockstats" => Request::QueryBlockstats,
+            "balloon" => {
+                let bytes = args
+                    .and_then(|a| a.get("value"))
+                    .and_then(Value::as_i64)
+                    .and_then(|v| u64::try_from(v).ok())
+                    .ok_or_else(|| {
+                        ControlError::new("InvalidParameter", "expected {value: bytes}")
+                    })?;
+                Request::Balloon { bytes }
+            }
             "set-vcpu-affinity" => {
                 let bad = || ControlError::new("InvalidParameter", "expected {vcpu, cpus}");
                 let vcpu = args
