@@ -27,6 +27,10 @@ pub struct Driver {
     pub g: Guest,
     /// Chains published so far, per queue.
     pub submitted: Vec<u32>,
+    /// The device's MMIO window.
+    pub base: u32,
+    /// Added to queue numbers when placing rings, so two drivers in one guest do not share memory.
+    pub ring_slot: u32,
 }
 
 impl Driver {
@@ -34,6 +38,18 @@ impl Driver {
         Driver {
             g: Guest::new32(),
             submitted: vec![0; queues],
+            base: MMIO,
+            ring_slot: 0,
+        }
+    }
+
+    /// A driver for the device in MMIO slot `slot`, continuing `g`'s program.
+    pub fn for_slot(g: Guest, queues: usize, slot: u32) -> Self {
+        Driver {
+            g,
+            submitted: vec![0; queues],
+            base: MMIO + slot * 0x1000,
+            ring_slot: slot * 4,
         }
     }
 
@@ -42,7 +58,8 @@ impl Driver {
     }
 
     pub fn reg_write(&mut self, offset: u32, value: u32) {
-        self.a().mov(dword_ptr(MMIO + offset), value).unwrap();
+        let at = self.base + offset;
+        self.a().mov(dword_ptr(at), value).unwrap();
     }
 
     /// Prints `ok` when the comparison `emit_cmp` emits leaves ZF set (equal), `bad` otherwise.
@@ -66,8 +83,9 @@ impl Driver {
         self.reg_write(0x24, 0);
         self.reg_write(0x20, features);
         self.reg_write(0x70, 1 | 2 | 8);
+        let status = self.base + 0x70;
         self.check(
-            |a| a.cmp(dword_ptr(MMIO + 0x70), 1 | 2 | 8u32).unwrap(),
+            |a| a.cmp(dword_ptr(status), 1 | 2 | 8u32).unwrap(),
             "features ok\n",
             "features BAD\n",
         );
@@ -75,9 +93,9 @@ impl Driver {
             self.reg_write(0x30, q);
             self.reg_write(0x38, QUEUE_SIZE);
             for (reg, addr) in [
-                (0x80, desc_table(q)),
-                (0x90, avail_ring(q)),
-                (0xa0, used_ring(q)),
+                (0x80, desc_table(q + self.ring_slot)),
+                (0x90, avail_ring(q + self.ring_slot)),
+                (0xa0, used_ring(q + self.ring_slot)),
             ] {
                 self.reg_write(reg, addr);
                 self.reg_write(reg + 4, 0);
@@ -88,7 +106,7 @@ impl Driver {
     }
 
     pub fn desc(&mut self, queue: u32, i: u32, addr: u64, len: u32, flags: u16, next: u16) {
-        let at = desc_table(queue) + 16 * i;
+        let at = desc_table(queue + self.ring_slot) + 16 * i;
         self.a().mov(dword_ptr(at), addr as u32).unwrap();
         self.a()
             .mov(dword_ptr(at + 4), (addr >> 32) as u32)
@@ -108,10 +126,9 @@ impl Driver {
         let slot = *n % QUEUE_SIZE;
         *n += 1;
         let idx = *n;
-        self.a()
-            .mov(word_ptr(avail_ring(queue) + 4 + 2 * slot), 0u32)
-            .unwrap();
-        self.a().mov(word_ptr(avail_ring(queue) + 2), idx).unwrap();
+        let avail = avail_ring(queue + self.ring_slot);
+        self.a().mov(word_ptr(avail + 4 + 2 * slot), 0u32).unwrap();
+        self.a().mov(word_ptr(avail + 2), idx).unwrap();
         self.reg_write(0x50, queue);
         idx
     }
@@ -123,7 +140,8 @@ impl Driver {
         let mut poll = self.a().create_label();
         let mut done = self.a().create_label();
         self.a().set_label(&mut poll).unwrap();
-        self.a().cmp(word_ptr(used_ring(queue) + 2), idx).unwrap();
+        let used = used_ring(queue + self.ring_slot);
+        self.a().cmp(word_ptr(used + 2), idx).unwrap();
         self.a().je(done).unwrap();
         self.a().dec(ecx).unwrap();
         self.a().jnz(poll).unwrap();
@@ -139,7 +157,8 @@ impl Driver {
         let mut poll = self.a().create_label();
         let mut done = self.a().create_label();
         self.a().set_label(&mut poll).unwrap();
-        self.a().test(dword_ptr(MMIO + 0x70), 64u32).unwrap();
+        let status = self.base + 0x70;
+        self.a().test(dword_ptr(status), 64u32).unwrap();
         self.a().jnz(done).unwrap();
         self.a().dec(ecx).unwrap();
         self.a().jnz(poll).unwrap();
@@ -149,8 +168,9 @@ impl Driver {
     /// Forgets the queues' progress (after a device reset the rings start over).
     pub fn restart_queues(&mut self) {
         for q in 0..self.submitted.len() as u32 {
-            self.a().mov(dword_ptr(avail_ring(q)), 0u32).unwrap();
-            self.a().mov(dword_ptr(used_ring(q)), 0u32).unwrap();
+            let r = q + self.ring_slot;
+            self.a().mov(dword_ptr(avail_ring(r)), 0u32).unwrap();
+            self.a().mov(dword_ptr(used_ring(r)), 0u32).unwrap();
         }
         self.submitted.iter_mut().for_each(|n| *n = 0);
     }

@@ -68,6 +68,9 @@ pub struct VcpuContext {
     pub stop: Arc<AtomicBool>,
     pub events: Sender<MachineEvent>,
     pub control: Arc<crate::run_control::RunControl>,
+    /// When the process started, for the start-up time benchmarks read (logged at the first KVM_RUN of the
+    /// boot vCPU; `None` after the first boot).
+    pub process_start: Option<std::time::Instant>,
 }
 
 impl VcpuThread {
@@ -116,6 +119,12 @@ fn run_until_stop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
     let send = |e| {
         let _ = ctx.events.send(e);
     };
+    if let Some(start) = ctx.process_start {
+        log::info!(
+            "first KVM_RUN {:.3} ms after process start",
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     while !ctx.stop.load(Ordering::Acquire) {
         ctx.control
             .park_while_paused(|| ctx.stop.load(Ordering::Acquire));

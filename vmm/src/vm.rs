@@ -297,8 +297,10 @@ impl Vm {
     /// Boots the guest and runs it until it is powered off, destroyed or stopped, rebooting as the lifecycle
     /// actions say.
     pub fn run(&mut self) -> Result<VmExit, VmError> {
+        let mut boot_number = 0;
         loop {
-            let machine = Machine::build(self)?;
+            let machine = Machine::build(self, boot_number)?;
+            boot_number += 1;
             let event = machine.run(&self.events_rx);
             let action = match &event {
                 MachineEvent::Stop => return Ok(VmExit::Stopped),
@@ -403,7 +405,7 @@ struct Machine {
 }
 
 impl Machine {
-    fn build(vm: &Vm) -> Result<Self, VmError> {
+    fn build(vm: &Vm, boot_number: u32) -> Result<Self, VmError> {
         let config = &vm.config;
         let vm_fd = vm
             .kvm
@@ -507,6 +509,7 @@ impl Machine {
                 stop: stop.clone(),
                 events: vm.events_tx.clone(),
                 control: vm.control.clone(),
+                process_start: (index == 0 && boot_number == 0).then_some(vm.process_start),
             };
             let thread =
                 VcpuThread::spawn(format!("vcpu{index}"), vcpu, ctx).map_err(VmError::Thread)?;

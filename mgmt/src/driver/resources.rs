@@ -114,10 +114,32 @@ impl Connection {
     ) -> Result<DomainRecord, DriverError> {
         let r = self.lookup(key)?;
         let scope = scope.resolve(r.is_active())?;
-        if scope.live {
-            return Err(DriverError::Unsupported(
-                "changing the memory of a running domain needs a virtio-balloon device, which ironvirt does not have yet: use --config".into(),
+        if kib == 0 {
+            return Err(DriverError::InvalidArg(
+                "memory size must be greater than 0".into(),
             ));
+        }
+        if scope.live {
+            let max_kib = r.def.memory().memory_bytes / 1024;
+            if kib > max_kib {
+                return Err(DriverError::InvalidArg(
+                    "cannot set memory higher than max memory".into(),
+                ));
+            }
+            let has_balloon = r
+                .def
+                .devices()
+                .any(|d| d.name == "memballoon" && d.attr("model") == Some("virtio"));
+            if !has_balloon {
+                // libvirt's words, plus what to add: a live change goes through the guest's balloon driver.
+                return Err(DriverError::Invalid(
+                    "Unable to change memory of active domain without the balloon device and guest OS balloon driver (add <memballoon model='virtio'> to the definition)".into(),
+                ));
+            }
+            self.balloon(&r, kib * 1024)?;
+            if !scope.config {
+                return Ok(r);
+            }
         }
         let def = self.persistent(&r)?;
         let max_kib = def.memory().memory_bytes / 1024;

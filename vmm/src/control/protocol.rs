@@ -36,6 +36,12 @@ pub enum Request {
     QueryNet,
     /// Sets the guest-visible link state of the interface with this TAP name or MAC (QMP's `set_link`).
     SetLink { name: String, up: bool },
+    /// Sets the balloon so the guest keeps `bytes` of memory (QMP's `balloon`, argument `value`).
+    Balloon { bytes: u64 },
+    /// The guest's memory as the balloon sees it, and its last statistics.
+    QueryBalloon,
+    /// Per-disk I/O counters.
+    QueryBlockstats,
 }
 
 /// A refused or failed request.
@@ -72,6 +78,9 @@ impl Request {
             Request::QueryCpuStats => "query-cpu-stats",
             Request::QueryNet => "query-net",
             Request::SetLink { .. } => "set_link",
+            Request::Balloon { .. } => "balloon",
+            Request::QueryBalloon => "query-balloon",
+            Request::QueryBlockstats => "query-blockstats",
         }
     }
 
@@ -88,6 +97,12 @@ impl Request {
             v = v.with(
                 "arguments",
                 Value::object().with("name", name.as_str()).with("up", *up),
+            );
+        }
+        if let Request::Balloon { bytes } = self {
+            v = v.with(
+                "arguments",
+                Value::object().with("value", i64::try_from(*bytes).unwrap_or(i64::MAX)),
             );
         }
         v.encode()
@@ -124,6 +139,18 @@ impl Request {
                     .and_then(Value::as_bool)
                     .ok_or_else(bad)?;
                 Request::SetLink { name, up }
+            }
+            "query-balloon" => Request::QueryBalloon,
+            "query-blockstats" => Request::QueryBlockstats,
+            "balloon" => {
+                let bytes = args
+                    .and_then(|a| a.get("value"))
+                    .and_then(Value::as_i64)
+                    .and_then(|v| u64::try_from(v).ok())
+                    .ok_or_else(|| {
+                        ControlError::new("InvalidParameter", "expected {value: bytes}")
+                    })?;
+                Request::Balloon { bytes }
             }
             "set-vcpu-affinity" => {
                 let bad = || ControlError::new("InvalidParameter", "expected {vcpu, cpus}");

@@ -180,6 +180,44 @@ fn execute(request: &Request, shared: &Shared) -> Result<Value, ControlError> {
             Some(p) => Value::object().with("pty", p.display().to_string()),
             None => Value::object(),
         }),
+        Request::Balloon { bytes } => {
+            handle
+                .set_memory(*bytes)
+                .map_err(|e| generic(e.to_string()))?;
+            Ok(Value::object())
+        }
+        Request::QueryBalloon => {
+            let (actual, stats) = handle.memory_stats().map_err(|e| generic(e.to_string()))?;
+            let mut values = Value::object();
+            for (tag, value) in &stats.values {
+                values = values.with(&tag.to_string(), i64::try_from(*value).unwrap_or(i64::MAX));
+            }
+            Ok(Value::object()
+                .with("actual", i64::try_from(actual).unwrap_or(i64::MAX))
+                .with(
+                    "last_update",
+                    i64::try_from(stats.last_update).unwrap_or(i64::MAX),
+                )
+                .with("stats", values))
+        }
+        Request::QueryBlockstats => {
+            let num = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            let disks: Vec<Value> = handle
+                .block_stats()
+                .into_iter()
+                .map(|(dev, s)| {
+                    Value::object()
+                        .with("device", dev)
+                        .with("rd_reqs", num(s.read_reqs))
+                        .with("rd_bytes", num(s.read_bytes))
+                        .with("wr_reqs", num(s.write_reqs))
+                        .with("wr_bytes", num(s.write_bytes))
+                        .with("flush_reqs", num(s.flush_reqs))
+                        .with("errors", num(s.errors))
+                })
+                .collect();
+            Ok(Value::object().with("disks", disks))
+        }
         Request::QueryCpuStats => {
             let (user, system) = threads::process_times_ns();
             Ok(Value::object()

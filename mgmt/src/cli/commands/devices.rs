@@ -195,22 +195,35 @@ pub const DOMBLKSTAT: Command = cmd(
                 "Requested operation is not valid: domain is not running".into(),
             ));
         }
-        if !dev.is_empty() {
-            return Err(fail(format!("invalid argument: invalid path: {dev}")));
-        }
-        // The summary over all disks of the running VM: it has none yet.
+        let disks = ctl
+            .conn()?
+            .block_stats(&r)
+            .map_err(|e| fail(e.to_string()))?;
+        // Without a device, virsh prints the sum over all disks with an empty name column.
+        let (name, picked): (&str, Vec<_>) = if dev.is_empty() {
+            ("", disks.iter().collect())
+        } else {
+            let one: Vec<_> = disks.iter().filter(|d| d.device == dev).collect();
+            if one.is_empty() {
+                return Err(fail(format!("invalid argument: invalid path: {dev}")));
+            }
+            (dev.as_str(), one)
+        };
+        let sum = |f: fn(&crate::driver::stats::BlockStats) -> u64| {
+            picked.iter().map(|d| f(d)).sum::<u64>()
+        };
         let mut s = String::new();
-        for k in [
-            "rd_req",
-            "rd_bytes",
-            "wr_req",
-            "wr_bytes",
-            "flush_operations",
-            "rd_total_times",
-            "wr_total_times",
-            "flush_total_times",
+        for (k, v) in [
+            ("rd_req", sum(|d| d.rd_reqs)),
+            ("rd_bytes", sum(|d| d.rd_bytes)),
+            ("wr_req", sum(|d| d.wr_reqs)),
+            ("wr_bytes", sum(|d| d.wr_bytes)),
+            ("flush_operations", sum(|d| d.flush_reqs)),
+            ("rd_total_times", 0),
+            ("wr_total_times", 0),
+            ("flush_total_times", 0),
         ] {
-            s.push_str(&format!(" {k} 0\n"));
+            s.push_str(&format!("{name} {k} {v}\n"));
         }
         ctl.print(&s);
         Ok(())

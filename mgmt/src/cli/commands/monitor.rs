@@ -483,7 +483,7 @@ pub const DOMMEMSTAT: Command = cmd(
         if a.get("period").is_some() {
             return Err(CmdError::ctx(
                 "Unable to change balloon collection period.",
-                "Operation not supported: memory statistics need a virtio-balloon device, which ironvirt does not have yet",
+                "Operation not supported: changing the statistics period of a running balloon is not supported; set <stats period> in the definition",
             ));
         }
         if !r.is_active() {
@@ -492,8 +492,40 @@ pub const DOMMEMSTAT: Command = cmd(
                 "Requested operation is not valid: domain is not running",
             ));
         }
-        // Without a balloon, libvirt reports what the host knows: the balloon target and the RSS.
-        let mut s = format!("actual {}\n", r.def.memory().current_bytes / 1024);
+        let has_balloon = r
+            .def
+            .devices()
+            .any(|d| d.name == "memballoon" && d.attr("model") == Some("virtio"));
+        let mut s = String::new();
+        if has_balloon {
+            let stats = ctl.conn()?.memory_stats(&r).map_err(|e| {
+                CmdError::ctx("Failed to get memory statistics for domain", e.to_string())
+            })?;
+            // libvirt's order: the guest's figures around `actual`, then `rss` and `last_update`.
+            let fields = stats.libvirt_fields();
+            let (before, after): (Vec<_>, Vec<_>) = fields.iter().partition(|(name, _)| {
+                !matches!(
+                    *name,
+                    "usable" | "disk_caches" | "hugetlb_pgalloc" | "hugetlb_pgfail"
+                )
+            });
+            for (name, v) in before {
+                s.push_str(&format!("{name} {v}\n"));
+            }
+            s.push_str(&format!("actual {}\n", stats.actual_bytes / 1024));
+            for (name, v) in after.iter().filter(|(n, _)| *n == "usable") {
+                s.push_str(&format!("{name} {v}\n"));
+            }
+            if stats.last_update > 0 {
+                s.push_str(&format!("last_update {}\n", stats.last_update));
+            }
+            for (name, v) in after.iter().filter(|(n, _)| *n != "usable") {
+                s.push_str(&format!("{name} {v}\n"));
+            }
+        } else {
+            // Without a balloon, libvirt reports what the host knows: the balloon target and the RSS.
+            s.push_str(&format!("actual {}\n", r.def.memory().current_bytes / 1024));
+        }
         if let Some(rss) = r.pid.and_then(rss_kib) {
             s.push_str(&format!("rss {rss}\n"));
         }
