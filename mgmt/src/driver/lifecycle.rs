@@ -127,6 +127,8 @@ impl Connection {
     fn launch(&self, def: &Domain, flags: StartFlags) -> Result<(), DriverError> {
         // Interfaces on virtual networks get their network's bridge (the network must be active).
         let def = &crate::network::domain::resolve_interfaces(&self.paths, def)?;
+        // Volume disks become the files their pool holds (the pool must be active).
+        let def = &crate::storage::domain::resolve_volumes(&self.paths, def)?;
         // The same check the VMM makes, but before a process exists: libvirt's error, at once.
         vm_config(def)?;
         let name = def.name();

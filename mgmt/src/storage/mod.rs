@@ -2,6 +2,7 @@
 //! the pool store (defined/active/autostart), the `dir` pool backend and volume operations done by
 //! our own block code (no qemu-img at run time).
 
+pub mod domain;
 pub mod driver;
 pub mod error;
 pub mod image;

@@ -6,6 +6,7 @@ use super::domain::read_file;
 use crate::cli::format::{key_value, Table};
 use crate::cli::spec::{data, flag, int, opt_data, string, Args, Opt};
 use crate::cli::{CmdError, CmdResult, Command, Ctl, Group};
+use crate::storage::domain::{paths_in_use, used};
 use crate::storage::driver::PoolState;
 use crate::storage::pool_xml::PoolSpec;
 use crate::storage::size::{parse_size, pretty};
@@ -19,6 +20,11 @@ const G: Group = Group::Host;
 fn driver(ctl: &mut Ctl) -> Result<StorageDriver, CmdError> {
     let paths = ctl.conn()?.paths().clone();
     StorageDriver::open(&paths).map_err(|e| CmdError::ctx("failed to open the storage driver", e))
+}
+
+/// The disk files running domains have open.
+fn in_use(ctl: &mut Ctl) -> Result<Vec<std::path::PathBuf>, CmdError> {
+    Ok(paths_in_use(ctl.conn()?))
 }
 
 /// virsh's lookup: a failed lookup is reported as "failed to get pool".
@@ -195,7 +201,8 @@ pub const POOL_START: Command = simple(
 pub const POOL_DESTROY: Command = simple("pool-destroy", "destroy (stop) a pool", |ctl, a| {
     let d = driver(ctl)?;
     let r = pool(&d, a)?;
-    d.destroy(r.name(), &|_| false)
+    let busy = in_use(ctl)?;
+    d.destroy(r.name(), &|p| used(&busy, p))
         .map_err(fail(format!("Failed to destroy pool {}", r.name())))?;
     ctl.print_extra(&format!("Pool {} destroyed\n", r.name()));
     Ok(())
@@ -669,7 +676,8 @@ pub const VOL_DELETE: Command = cmd(
         let d = driver(ctl)?;
         let key = a.get("vol").unwrap_or_default();
         let v = vol(&d, a)?;
-        d.delete_volume(Some(&v.pool), &v.name, &|_| false)
+        let busy = in_use(ctl)?;
+        d.delete_volume(Some(&v.pool), &v.name, &|p| used(&busy, p))
             .map_err(fail(format!("Failed to delete vol {key}")))?;
         ctl.print_extra(&format!("Vol {key} deleted\n"));
         Ok(())
