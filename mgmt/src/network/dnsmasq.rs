@@ -63,9 +63,19 @@ pub fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("dnsmasq"))
 }
 
-/// The unprivileged user dnsmasq switches to: `dnsmasq` or `nobody` when the system has them
-/// (a minimal system such as the lab's initramfs may have neither; it then stays root).
-fn run_user() -> &'static str {
+/// The unprivileged user dnsmasq switches to: `dnsmasq` or `nobody` when the system has them and
+/// they can reach the hosts files in `dir` (it reads them after dropping privileges); otherwise
+/// (a minimal system such as the lab's initramfs, or a private store) it stays root.
+fn run_user(dir: &Path) -> &'static str {
+    use std::os::unix::fs::PermissionsExt;
+    let reachable = dir.ancestors().all(|d| {
+        std::fs::metadata(d)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    });
+    if !reachable {
+        return "root";
+    }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let has = |u: &str| passwd.lines().any(|l| l.split(':').next() == Some(u));
     if has("dnsmasq") {
@@ -135,7 +145,11 @@ pub fn config(net: &Network, files: &DnsmasqFiles, bridge: &str) -> String {
         name = net.name()
     );
     c.push_str("strict-order\n");
-    let _ = writeln!(c, "user={}", run_user());
+    let _ = writeln!(
+        c,
+        "user={}",
+        run_user(files.hosts.parent().unwrap_or(Path::new("/")))
+    );
     let _ = writeln!(c, "pid-file={}", files.pid.display());
     if let Some((domain, local_only)) = &net.domain {
         let _ = writeln!(c, "domain={domain}");
@@ -225,6 +239,10 @@ pub fn config(net: &Network, files: &DnsmasqFiles, bridge: &str) -> String {
         let _ = writeln!(c, "dhcp-lease-max={dhcp_hosts}");
         let _ = writeln!(c, "dhcp-hostsfile={}", files.hosts.display());
         let _ = writeln!(c, "dhcp-leasefile={}", files.leases.display());
+    }
+    // An isolated network has no way out: its guests get no default route (as with libvirt).
+    if dhcp_hosts > 0 && net.forward.mode == super::xml::ForwardMode::None {
+        c.push_str("dhcp-option=3\n");
     }
     if let Some(mtu) = net.mtu {
         let _ = writeln!(c, "dhcp-option=option:mtu,{mtu}");

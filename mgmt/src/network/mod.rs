@@ -112,8 +112,18 @@ impl Networks {
             state: paths.data.join("dnsmasq"),
         };
         let first_use = !nets.config.exists();
-        for dir in [&nets.config, &nets.run, &nets.state] {
+        for dir in [&nets.config, &nets.run] {
             ensure_dir(dir).map_err(NetworkError::io("cannot create directory", dir))?;
+        }
+        // dnsmasq reads its hosts files as an unprivileged user: like libvirt's
+        // /var/lib/libvirt/dnsmasq, this directory is world-readable.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&nets.state)
+                .map_err(NetworkError::io("cannot create directory", &nets.state))?;
         }
         if first_use {
             let def = Network::parse(DEFAULT_NETWORK)?.with_driver_defaults(&[])?;

@@ -89,6 +89,12 @@ pub const DOMIFLIST: Command = cmd(
         } else {
             &r.def
         };
+        // A running VM's TAP names (vnetN) come from its VMM.
+        let live = if a.flag("inactive") {
+            Vec::new()
+        } else {
+            super::iface::live_interfaces(ctl, &r).unwrap_or_default()
+        };
         let mut t = Table::new(&["Interface", "Type", "Source", "Model", "MAC"]);
         for i in def.devices().filter(|d| d.name == "interface") {
             let attr = |child: &str, attr: &str| {
@@ -97,12 +103,18 @@ pub const DOMIFLIST: Command = cmd(
                     .unwrap_or("-")
                     .to_string()
             };
+            let mac = attr("mac", "address");
+            let target = live
+                .iter()
+                .find(|l| l.mac.eq_ignore_ascii_case(&mac))
+                .map(|l| l.name.clone())
+                .unwrap_or_else(|| attr("target", "dev"));
             t.row(vec![
-                attr("target", "dev"),
+                target,
                 i.attr("type").unwrap_or("-").to_string(),
                 source_of(i).unwrap_or_else(|| "-".into()),
                 attr("model", "type"),
-                attr("mac", "address"),
+                mac,
             ]);
         }
         let quiet = ctl.quiet;
