@@ -176,26 +176,10 @@ fn run(
         ),
         None => None,
     };
-    loop {
-        let exit = vm.run().map_err(|e| e.to_string())?;
-        // libvirt's ACPI reboot: the guest shut down cleanly because `reboot` pressed the power
-        // button, so it gets a fresh machine instead of the process ending.
-        let reboot =
-            exit == VmExit::PoweredOff && control.as_ref().is_some_and(|c| c.take_reboot_request());
-        if !reboot {
-            return Ok(exit);
-        }
-        drop(vm);
-        vm = Vm::new(config.clone(), Instant::now()).map_err(|e| e.to_string())?;
-        *signal_target.lock().unwrap_or_else(|p| p.into_inner()) = vm.handle();
-        if let Some(c) = &control {
-            c.replace_vm(vm.handle(), info(&vm));
-        }
-        eprintln!(
-            "ironvirt-vmm: domain {}: rebooting after the guest's shutdown",
-            config.name
-        );
-    }
+    // `reboot` (libvirt's ACPI reboot) boots the guest again inside `run`, keeping the console and disks.
+    let exit = vm.run().map_err(|e| e.to_string());
+    drop(control);
+    exit
 }
 
 /// SIGTERM, SIGINT and SIGHUP stop the VM like a pulled power cord, but through [`Vm::run`]'s normal return,

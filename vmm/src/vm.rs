@@ -59,6 +59,7 @@ pub struct VmHandle {
     ged: Arc<Mutex<Ged>>,
     control: Arc<RunControl>,
     balloon: Option<BalloonHandle>,
+    reboot_requested: Arc<AtomicBool>,
     /// Weak, so a handle kept by another thread never keeps an image open after the VM is gone (qcow2
     /// images are closed cleanly when their device is dropped).
     disks: Vec<(String, Weak<Mutex<Block>>)>,
@@ -129,6 +130,13 @@ impl VmHandle {
         &self.nets
     }
 
+    /// libvirt's ACPI reboot: presses the power button, and when the guest has powered off boots it again in
+    /// this same VM (console, disks and their locks stay as they are).
+    pub fn reboot(&self) -> std::io::Result<()> {
+        self.reboot_requested.store(true, Ordering::Release);
+        self.press_power_button()
+    }
+
     /// Resets the machine at once, without the guest's cooperation; it boots again.
     pub fn reset(&self) {
         let _ = self.events.send(MachineEvent::HostReset);
@@ -162,6 +170,8 @@ pub struct Vm {
     event_loop: Option<EventLoop>,
     pty_path: Option<std::path::PathBuf>,
     control: Arc<RunControl>,
+    /// Set by `VmHandle::reboot`: the next guest power-off boots the guest again.
+    reboot_requested: Arc<AtomicBool>,
 }
 
 struct EventLoop {
@@ -246,6 +256,7 @@ impl Vm {
             event_loop,
             pty_path,
             control: Arc::new(RunControl::default()),
+            reboot_requested: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -264,6 +275,7 @@ impl Vm {
             ged: self.ged.clone(),
             control: self.control.clone(),
             balloon: self.virtio.balloon.clone(),
+            reboot_requested: self.reboot_requested.clone(),
             disks: self
                 .virtio
                 .disks
@@ -306,6 +318,16 @@ impl Vm {
                 MachineEvent::Stop => return Ok(VmExit::Stopped),
                 MachineEvent::HostReset => {
                     log::info!("domain {}: reset by the host", self.config.name);
+                    continue;
+                }
+                MachineEvent::Guest(GuestRequest::PowerOff)
+                    if self.reboot_requested.swap(false, Ordering::AcqRel) =>
+                {
+                    // Always on stderr (the domain's log): managers and users look for it there.
+                    eprintln!(
+                        "ironvirt-vmm: domain {}: rebooting after the guest's shutdown",
+                        self.config.name
+                    );
                     continue;
                 }
                 MachineEvent::Guest(GuestRequest::PowerOff) => {

@@ -3,7 +3,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ironvirt_devices::bus::lock;
@@ -26,13 +25,11 @@ pub struct ServerInfo {
 struct Shared {
     handle: Mutex<VmHandle>,
     info: Mutex<ServerInfo>,
-    reboot: AtomicBool,
 }
 
 /// The listening socket; dropping it removes the socket file (the accept thread ends with the process).
 pub struct ControlServer {
     path: PathBuf,
-    shared: Arc<Shared>,
 }
 
 impl ControlServer {
@@ -47,7 +44,6 @@ impl ControlServer {
         let shared = Arc::new(Shared {
             handle: Mutex::new(handle),
             info: Mutex::new(info),
-            reboot: AtomicBool::new(false),
         });
         let serving = shared.clone();
         std::thread::Builder::new()
@@ -62,19 +58,7 @@ impl ControlServer {
             })?;
         Ok(ControlServer {
             path: path.to_path_buf(),
-            shared,
         })
-    }
-
-    /// Whether a `system_reboot` asked for the guest's next power-off to boot it again; clears it.
-    pub fn take_reboot_request(&self) -> bool {
-        self.shared.reboot.swap(false, Ordering::AcqRel)
-    }
-
-    /// Points the server at a new VM (after a reboot that rebuilt it).
-    pub fn replace_vm(&self, handle: VmHandle, info: ServerInfo) {
-        *lock(&self.shared.handle) = handle;
-        *lock(&self.shared.info) = info;
     }
 }
 
@@ -138,9 +122,8 @@ fn execute(request: &Request, shared: &Shared) -> Result<Value, ControlError> {
             Ok(Value::object())
         }
         Request::SystemReboot => {
-            shared.reboot.store(true, Ordering::Release);
             handle
-                .press_power_button()
+                .reboot()
                 .map_err(|e| generic(format!("cannot press the power button: {e}")))?;
             Ok(Value::object())
         }
