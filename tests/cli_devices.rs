@@ -117,5 +117,20 @@ fn disk_and_balloon_figures_from_the_running_vm() {
         "{mem}"
     );
     assert!(mem.contains("\nrss "), "{mem}");
+    let stats = h
+        .run(&["domstats", "--block", "--balloon", "dev"])
+        .ok()
+        .stdout;
+    for line in [
+        "  balloon.current=65536\n",
+        "  balloon.maximum=65536\n",
+        "  balloon.unused=1024\n",
+        "  block.count=1\n",
+        "  block.0.name=vda\n",
+        "  block.0.rd.reqs=1\n",
+        "  block.0.rd.bytes=512\n",
+    ] {
+        assert!(stats.contains(line), "missing {line:?} in\n{stats}");
+    }
     h.run(&["destroy", "dev"]).ok();
 }

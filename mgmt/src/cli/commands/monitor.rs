@@ -396,8 +396,19 @@ fn domstats(ctl: &mut Ctl, a: &Args) -> CmdResult {
         }
         v
     };
-    let mut blocks = Vec::new();
+    // Interfaces come over the control socket through the iface module, which needs `ctl`; fetch them first.
+    let mut ifaces = Vec::new();
     for r in &records {
+        let live = if want("interface") && r.is_active() {
+            super::iface::live_interfaces(ctl, r).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        ifaces.push(live);
+    }
+    let conn = ctl.conn()?;
+    let mut blocks = Vec::new();
+    for (r, live_ifaces) in records.iter().zip(&ifaces) {
         let mut s = format!("Domain: '{}'\n", r.name);
         let mut p = |k: &str, v: String| s.push_str(&format!("  {k}={v}\n"));
         if want("state") {
@@ -418,10 +429,24 @@ fn domstats(ctl: &mut Ctl, a: &Args) -> CmdResult {
         }
         if want("balloon") {
             let m = r.def.memory();
-            p("balloon.current", (m.current_bytes / 1024).to_string());
+            let balloon = if r.is_active() {
+                conn.memory_stats(r).ok()
+            } else {
+                None
+            };
+            let current = balloon.as_ref().map_or(m.current_bytes, |b| b.actual_bytes);
+            p("balloon.current", (current / 1024).to_string());
             p("balloon.maximum", (m.memory_bytes / 1024).to_string());
+            if let Some(b) = &balloon {
+                for (name, v) in b.libvirt_fields() {
+                    p(&format!("balloon.{name}"), v.to_string());
+                }
+            }
             if let Some(rss) = r.pid.and_then(rss_kib) {
                 p("balloon.rss", rss.to_string());
+            }
+            if let Some(b) = balloon.filter(|b| b.last_update > 0) {
+                p("balloon.last-update", b.last_update.to_string());
             }
         }
         if want("vcpu") {
@@ -436,12 +461,32 @@ fn domstats(ctl: &mut Ctl, a: &Args) -> CmdResult {
                 }
             }
         }
-        // No disks or NICs run in the VMM yet: the counts say so.
         if want("interface") {
-            p("net.count", "0".into());
+            p("net.count", live_ifaces.len().to_string());
+            for (i, iface) in live_ifaces.iter().enumerate() {
+                p(&format!("net.{i}.name"), iface.name.clone());
+                for (k, v) in iface.stats {
+                    // rx_bytes → rx.bytes, rx_packets → rx.pkts, as libvirt names them.
+                    let key = k.replacen('_', ".", 1).replace("packets", "pkts");
+                    p(&format!("net.{i}.{key}"), v.to_string());
+                }
+            }
         }
         if want("block") {
-            p("block.count", "0".into());
+            let disks = if r.is_active() {
+                conn.block_stats(r).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            p("block.count", disks.len().to_string());
+            for (i, d) in disks.iter().enumerate() {
+                p(&format!("block.{i}.name"), d.device.clone());
+                p(&format!("block.{i}.rd.reqs"), d.rd_reqs.to_string());
+                p(&format!("block.{i}.rd.bytes"), d.rd_bytes.to_string());
+                p(&format!("block.{i}.wr.reqs"), d.wr_reqs.to_string());
+                p(&format!("block.{i}.wr.bytes"), d.wr_bytes.to_string());
+                p(&format!("block.{i}.fl.reqs"), d.flush_reqs.to_string());
+            }
         }
         blocks.push(s);
     }
