@@ -4,6 +4,7 @@ mod devices;
 mod domain;
 mod host;
 mod iface;
+mod img;
 mod lifecycle;
 mod monitor;
 mod network;
@@ -126,6 +127,7 @@ pub static COMMANDS: &[Command] = &[
     storage::VOL_POOL_CMD,
     storage::VOL_RESIZE,
     storage::VOL_UPLOAD,
+    img::IMG,
     // The shell.
     CONNECT,
     ECHO,

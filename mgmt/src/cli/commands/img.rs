@@ -1,0 +1,125 @@
+//! `ironvirt img`: qemu-img's create and info for raw and qcow2, with its option syntax and
+//! output (`ironvirt img info --output json disk.qcow2`). The work is in
+//! [`crate::storage::imgtool`].
+
+use crate::cli::spec::{argv, flag, string, Args};
+use crate::cli::{CmdError, CmdResult, Command, Ctl, Group};
+use crate::storage::imgtool::{self, parse_qemu_size, CreateArgs};
+
+pub const IMG: Command = Command {
+    name: "img",
+    group: Group::Host,
+    summary: "disk image tool (qemu-img create, info)",
+    description: "Creates and inspects raw and qcow2 images like qemu-img: \
+                  'img create [-f fmt] [-b backing -F fmt] [-o opts] FILE [SIZE]', \
+                  'img info [-U] [--output human|json] FILE'.",
+    opts: &[
+        string("output", "output format for info: human (default) or json"),
+        flag("force-share", "accepted (images are never locked for info)"),
+        argv("args", "subcommand and its arguments"),
+    ],
+    handler: img,
+    // qemu-img prints nothing after its output.
+    trailing_newline: false,
+};
+
+fn img(ctl: &mut Ctl, a: &Args) -> CmdResult {
+    let words = a.all("args");
+    let Some((sub, rest)) = words.split_first() else {
+        return Err(CmdError::msg("Not enough arguments: img create|info"));
+    };
+    match sub.as_str() {
+        "create" => create(ctl, rest),
+        "info" => info(ctl, a, rest),
+        other => Err(CmdError::msg(format!(
+            "Command not found: {other} (ironvirt img supports create and info)"
+        ))),
+    }
+}
+
+/// Takes the value after a single-dash option.
+fn value<'a>(it: &mut std::slice::Iter<'a, String>, opt: &str) -> Result<&'a String, CmdError> {
+    it.next()
+        .ok_or_else(|| CmdError::msg(format!("option requires an argument -- '{opt}'")))
+}
+
+fn create(ctl: &mut Ctl, words: &[String]) -> CmdResult {
+    let mut c = CreateArgs::default();
+    let mut quiet = false;
+    let mut positional = Vec::new();
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "-f" => c.format = Some(value(&mut it, "f")?.clone()),
+            "-F" => c.backing_format = Some(value(&mut it, "F")?.clone()),
+            "-b" => c.backing = Some(value(&mut it, "b")?.clone()),
+            "-o" => {
+                for kv in value(&mut it, "o")?.split(',') {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, "on"));
+                    c.options.push((k.to_string(), v.to_string()));
+                }
+            }
+            "-q" => quiet = true,
+            "-u" => {}
+            s if s.starts_with('-') && s.len() > 1 => {
+                return Err(CmdError::msg(format!("invalid option -- '{}'", &s[1..])))
+            }
+            _ => positional.push(w.clone()),
+        }
+    }
+    let mut pos = positional.into_iter();
+    c.filename = pos
+        .next()
+        .ok_or_else(|| CmdError::msg("Expecting image file name"))?;
+    if let Some(s) = pos.next() {
+        c.size = Some(parse_qemu_size(&s).ok_or_else(|| {
+            CmdError::msg("Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nkilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+        })?);
+    }
+    if let Some(extra) = pos.next() {
+        return Err(CmdError::msg(format!("Unexpected argument: {extra}")));
+    }
+    let line = imgtool::create(&c).map_err(|e| CmdError::msg(format!("{}: {e}", c.filename)))?;
+    if !quiet && !ctl.quiet {
+        ctl.print(&line);
+    }
+    Ok(())
+}
+
+fn info(ctl: &mut Ctl, a: &Args, words: &[String]) -> CmdResult {
+    let mut json = matches!(a.get("output"), Some("json"));
+    if let Some(o) = a.get("output") {
+        if o != "json" && o != "human" {
+            return Err(CmdError::msg(
+                "--output must be used with human or json as argument.",
+            ));
+        }
+    }
+    let mut file = None;
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "-U" => {}
+            "-f" => {
+                let f = value(&mut it, "f")?;
+                if f != "raw" && f != "qcow2" {
+                    return Err(CmdError::msg(format!("Unknown file format '{f}'")));
+                }
+            }
+            "--output=json" => json = true,
+            s if s.starts_with('-') && s.len() > 1 => {
+                return Err(CmdError::msg(format!("invalid option -- '{}'", &s[1..])))
+            }
+            _ => file = Some(w.clone()),
+        }
+    }
+    let file = file.ok_or_else(|| CmdError::msg("Expecting one image file name"))?;
+    let text = if json {
+        imgtool::info_json(&file)
+    } else {
+        imgtool::info_text(&file)
+    }
+    .map_err(|e| CmdError::msg(format!("Could not open '{file}': {e}")))?;
+    ctl.print(&text);
+    Ok(())
+}

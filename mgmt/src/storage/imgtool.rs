@@ -1,0 +1,406 @@
+//! `ironvirt img`: the qemu-img workflow for raw and qcow2 (create, info), with qemu-img's own
+//! output formats so scripts parsing them keep working.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use ironvirt_devices::block::{qcow2, ImageFormat};
+
+use super::image::{self, CreateSpec};
+use super::StorageError;
+
+/// qemu's size_to_str: binary units, switching up once the value reaches 1000, "%0.3g".
+pub fn qemu_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let x = bytes as f64 * 1024.0 / 1000.0;
+    let e = if x < 1.0 {
+        0
+    } else {
+        x.log2().floor() as i64 + 1
+    };
+    let i = (((e - 1) / 10).max(0) as usize).min(UNITS.len() - 1);
+    let v = bytes as f64 / (1u64 << (i * 10)) as f64;
+    format!("{} {}", g3(v), UNITS[i])
+}
+
+/// printf's "%0.3g" for the values size_to_str produces (0 or 0.977..999.x).
+fn g3(v: f64) -> String {
+    let decimals = if v == 0.0 || v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else if v >= 1.0 {
+        2
+    } else {
+        3
+    };
+    let mut s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    s
+}
+
+/// qemu's path_combine: a relative backing name is relative to the image's directory as the
+/// image was named.
+fn full_backing(image: &str, backing: &str) -> String {
+    if backing.starts_with('/') {
+        return backing.to_string();
+    }
+    match image.rfind('/') {
+        Some(i) => format!("{}{backing}", &image[..=i]),
+        None => backing.to_string(),
+    }
+}
+
+/// Everything `info` prints.
+struct Info {
+    filename: String,
+    format: ImageFormat,
+    virtual_size: u64,
+    actual: u64,
+    length: u64,
+    q: Option<qcow2::ImageInfo>,
+}
+
+fn read(filename: &str) -> Result<Info, StorageError> {
+    let path = Path::new(filename);
+    let meta = std::fs::metadata(path).map_err(StorageError::io("Could not open", path))?;
+    let (fmt, _) = image::probe(path)?;
+    let q = if fmt == "qcow2" {
+        Some(qcow2::info(path)?)
+    } else {
+        None
+    };
+    // qemu sees files in whole 512-byte sectors: the length it reports is rounded up.
+    let length = meta.len().div_ceil(512) * 512;
+    Ok(Info {
+        filename: filename.to_string(),
+        format: if q.is_some() {
+            ImageFormat::Qcow2
+        } else {
+            ImageFormat::Raw
+        },
+        virtual_size: q.as_ref().map_or(length, |q| q.virtual_size),
+        actual: meta.blocks() * 512,
+        length,
+        q,
+    })
+}
+
+/// `qemu-img info FILE` (human output).
+pub fn info_text(filename: &str) -> Result<String, StorageError> {
+    let i = read(filename)?;
+    let mut s = format!(
+        "image: {}\nfile format: {}\nvirtual size: {} ({} bytes)\ndisk size: {}\n",
+        i.filename,
+        i.format,
+        qemu_size(i.virtual_size),
+        i.virtual_size,
+        qemu_size(i.actual)
+    );
+    if let Some(q) = &i.q {
+        s.push_str(&format!("cluster_size: {}\n", q.cluster_size));
+        if let Some(b) = &q.backing_file {
+            let full = full_backing(&i.filename, b);
+            if &full == b {
+                s.push_str(&format!("backing file: {b}\n"));
+            } else {
+                s.push_str(&format!("backing file: {b} (actual path: {full})\n"));
+            }
+            if let Some(f) = &q.backing_format {
+                s.push_str(&format!("backing file format: {f}\n"));
+            }
+        }
+        s.push_str("Format specific information:\n");
+        let v3 = q.version >= 3;
+        s.push_str(&format!(
+            "    compat: {}\n    compression type: {}\n",
+            if v3 { "1.1" } else { "0.10" },
+            q.compression_type.as_str()
+        ));
+        if v3 {
+            s.push_str(&format!("    lazy refcounts: {}\n", q.lazy_refcounts));
+        }
+        s.push_str(&format!("    refcount bits: {}\n", q.refcount_bits));
+        if v3 {
+            s.push_str(&format!(
+                "    corrupt: {}\n    extended l2: false\n",
+                q.corrupt
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "Child node '/file':\n    filename: {}\n    protocol type: file\n    file length: {} ({} bytes)\n    disk size: {}\n",
+        i.filename,
+        qemu_size(i.length),
+        i.length,
+        qemu_size(i.actual)
+    ));
+    Ok(s)
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `qemu-img info --output json FILE`, member for member in qemu's order and layout.
+pub fn info_json(filename: &str) -> Result<String, StorageError> {
+    let i = read(filename)?;
+    let name = json_str(&i.filename);
+    let mut s = format!(
+        "{{\n    \"children\": [\n        {{\n            \"name\": \"file\",\n            \"info\": {{\n                \"children\": [\n                ],\n                \"virtual-size\": {},\n                \"filename\": {name},\n                \"format\": \"file\",\n                \"actual-size\": {},\n                \"format-specific\": {{\n                    \"type\": \"file\",\n                    \"data\": {{\n                    }}\n                }},\n                \"dirty-flag\": false\n            }}\n        }}\n    ],\n",
+        i.length, i.actual
+    );
+    let backing = i.q.as_ref().and_then(|q| q.backing_file.clone());
+    if let Some(f) = i.q.as_ref().and_then(|q| q.backing_format.clone()) {
+        if backing.is_some() {
+            s.push_str(&format!(
+                "    \"backing-filename-format\": {},\n",
+                json_str(&f)
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "    \"virtual-size\": {},\n    \"filename\": {name},\n",
+        i.virtual_size
+    ));
+    if let Some(q) = &i.q {
+        s.push_str(&format!("    \"cluster-size\": {},\n", q.cluster_size));
+    }
+    s.push_str(&format!(
+        "    \"format\": \"{}\",\n    \"actual-size\": {},\n",
+        i.format, i.actual
+    ));
+    if let Some(q) = &i.q {
+        let v3 = q.version >= 3;
+        s.push_str(
+            "    \"format-specific\": {\n        \"type\": \"qcow2\",\n        \"data\": {\n",
+        );
+        s.push_str(&format!(
+            "            \"compat\": \"{}\",\n            \"compression-type\": \"{}\",\n",
+            if v3 { "1.1" } else { "0.10" },
+            q.compression_type.as_str()
+        ));
+        if v3 {
+            s.push_str(&format!(
+                "            \"lazy-refcounts\": {},\n            \"refcount-bits\": {},\n            \"corrupt\": {},\n            \"extended-l2\": false\n",
+                q.lazy_refcounts, q.refcount_bits, q.corrupt
+            ));
+        } else {
+            s.push_str(&format!(
+                "            \"refcount-bits\": {}\n",
+                q.refcount_bits
+            ));
+        }
+        s.push_str("        }\n    },\n");
+        if let Some(b) = &backing {
+            s.push_str(&format!(
+                "    \"full-backing-filename\": {},\n    \"backing-filename\": {},\n",
+                json_str(&full_backing(&i.filename, b)),
+                json_str(b)
+            ));
+        }
+        s.push_str(&format!("    \"dirty-flag\": {}\n}}\n", q.dirty));
+    } else {
+        s.push_str("    \"dirty-flag\": false\n}\n");
+    }
+    Ok(s)
+}
+
+/// `qemu-img create` arguments, already split from the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateArgs {
+    pub format: Option<String>,
+    pub backing: Option<String>,
+    pub backing_format: Option<String>,
+    /// `-o key=value,…`.
+    pub options: Vec<(String, String)>,
+    pub filename: String,
+    pub size: Option<u64>,
+}
+
+/// qemu's size syntax: a number with an optional b/k/M/G/T/P/E suffix (powers of 1024).
+pub fn parse_qemu_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    let mult: u64 = match suffix {
+        "" | "b" | "B" => 1,
+        "k" | "K" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        "T" | "t" => 1 << 40,
+        "P" | "p" => 1 << 50,
+        "E" | "e" => 1 << 60,
+        _ => return None,
+    };
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(mult);
+    }
+    let f: f64 = num.parse().ok()?;
+    let v = f * mult as f64;
+    (v.is_finite() && v >= 0.0 && v < u64::MAX as f64).then_some(v as u64)
+}
+
+/// Creates the image and returns qemu-img's "Formatting …" line.
+pub fn create(a: &CreateArgs) -> Result<String, StorageError> {
+    let fmt = a.format.clone().unwrap_or_else(|| "raw".into());
+    let format = image::block_format(&fmt)?;
+    let opt = |k: &str| {
+        a.options
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let backing = a.backing.clone().or_else(|| opt("backing_file"));
+    let backing_fmt = a.backing_format.clone().or_else(|| opt("backing_fmt"));
+    let bad = |m: String| StorageError::InvalidArg(m);
+    let mut size = a.size;
+    let mut backing_spec = None;
+    if let Some(b) = &backing {
+        if format == ImageFormat::Raw {
+            return Err(bad("raw images cannot have a backing file".into()));
+        }
+        let Some(bf) = &backing_fmt else {
+            return Err(bad("Backing file specified without backing format".into()));
+        };
+        let bformat = image::block_format(bf)?;
+        let resolved = full_backing(&a.filename, b);
+        if size.is_none() {
+            let s = match bformat {
+                ImageFormat::Qcow2 => qcow2::info(Path::new(&resolved))?.virtual_size,
+                ImageFormat::Raw => std::fs::metadata(&resolved)
+                    .map_err(StorageError::io(
+                        "Could not open backing file",
+                        Path::new(&resolved),
+                    ))?
+                    .len(),
+            };
+            size = Some(s);
+        }
+        backing_spec = Some((b.into(), bformat));
+    }
+    let size = size.ok_or_else(|| bad("Image creation needs a size parameter".into()))?;
+    let cluster = match opt("cluster_size") {
+        Some(c) => {
+            Some(parse_qemu_size(&c).ok_or_else(|| bad(format!("Invalid cluster_size '{c}'")))?)
+        }
+        None => None,
+    };
+    let compat = opt("compat");
+    let lazy = matches!(opt("lazy_refcounts").as_deref(), Some("on"));
+    let prealloc = opt("preallocation");
+    if let Some(p) = &prealloc {
+        if !matches!(p.as_str(), "off" | "metadata" | "falloc" | "full") {
+            return Err(bad(format!(
+                "Parameter 'preallocation' does not accept value '{p}'"
+            )));
+        }
+    }
+    let path = Path::new(&a.filename);
+    match format {
+        ImageFormat::Raw => {
+            let p = prealloc
+                .as_deref()
+                .unwrap_or("off")
+                .parse()
+                .unwrap_or_default();
+            ironvirt_devices::block::raw::create(path, size, p)?;
+        }
+        ImageFormat::Qcow2 => {
+            let spec = CreateSpec {
+                format,
+                capacity: size,
+                allocation: None,
+                backing: backing_spec,
+                prealloc_metadata: false,
+                compat_v2: compat.as_deref() == Some("0.10"),
+                cluster_size: cluster,
+                lazy_refcounts: lazy,
+            };
+            if let Some(p) = prealloc.as_deref().filter(|p| *p != "off") {
+                let opts = qcow2::CreateOptions {
+                    size: size.div_ceil(512) * 512,
+                    version: if spec.compat_v2 { 2 } else { 3 },
+                    cluster_bits: cluster.unwrap_or(65536).trailing_zeros(),
+                    backing: spec.backing.clone(),
+                    preallocation: p.parse().unwrap_or_default(),
+                    lazy_refcounts: lazy,
+                    ..qcow2::CreateOptions::default()
+                };
+                qcow2::create(path, &opts)?;
+            } else {
+                image::create(path, &spec)?;
+            }
+        }
+    }
+    let mut line = format!("Formatting '{}', fmt={fmt}", a.filename);
+    match format {
+        ImageFormat::Raw => {
+            line.push_str(&format!(" size={size}"));
+            if let Some(p) = &prealloc {
+                line.push_str(&format!(" preallocation={p}"));
+            }
+        }
+        ImageFormat::Qcow2 => {
+            line.push_str(&format!(
+                " cluster_size={} extended_l2=off",
+                cluster.unwrap_or(65536)
+            ));
+            if let Some(p) = &prealloc {
+                line.push_str(&format!(" preallocation={p}"));
+            }
+            line.push_str(&format!(" compression_type=zlib size={size}"));
+            if let Some(c) = &compat {
+                line.push_str(&format!(" compat={c}"));
+            }
+            if let Some(b) = &backing {
+                line.push_str(&format!(" backing_file={b}"));
+            }
+            if let (Some(_), Some(f)) = (&backing, &backing_fmt) {
+                line.push_str(&format!(" backing_fmt={f}"));
+            }
+            line.push_str(&format!(
+                " lazy_refcounts={} refcount_bits=16",
+                if lazy { "on" } else { "off" }
+            ));
+        }
+    }
+    line.push('\n');
+    Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_qemu() {
+        assert_eq!(qemu_size(0), "0 B");
+        assert_eq!(qemu_size(4096), "4 KiB");
+        assert_eq!(qemu_size(197120), "192 KiB");
+        assert_eq!(qemu_size(200704), "196 KiB");
+        assert_eq!(qemu_size(1 << 30), "1 GiB");
+        assert_eq!(qemu_size(10 << 20), "10 MiB");
+        assert_eq!(qemu_size(1000), "0.977 KiB");
+        assert_eq!(qemu_size(1536 << 20), "1.5 GiB");
+        assert_eq!(parse_qemu_size("1G"), Some(1 << 30));
+        assert_eq!(parse_qemu_size("512"), Some(512));
+        assert_eq!(parse_qemu_size("1.5M"), Some(1536 << 10));
+        assert_eq!(parse_qemu_size("3X"), None);
+    }
+}

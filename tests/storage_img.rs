@@ -1,0 +1,121 @@
+//! `ironvirt img create|info` against qemu-img (the oracle) on the same images: the same
+//! "Formatting …" line, the same info text and JSON, and `qemu-img check` is happy.
+
+mod cli;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use cli::*;
+
+fn run_in(dir: &Path, cmd: &mut Command) -> (bool, String) {
+    let out = cmd.current_dir(dir).output().expect("run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn img_create_and_info_agree_with_qemu_img() {
+    let h = Host::new("storage-img");
+    let ours = h.dir.join("ours");
+    let qemu = h.dir.join("qemu");
+    std::fs::create_dir_all(&ours).unwrap();
+    std::fs::create_dir_all(&qemu).unwrap();
+    let abs_base = ours.join("a.qcow2");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["-f", "qcow2", "a.qcow2", "1G"], "a.qcow2"),
+        (vec!["-f", "raw", "r.img", "10M"], "r.img"),
+        (
+            vec!["-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", "b.qcow2"],
+            "b.qcow2",
+        ),
+        (
+            vec!["-f", "qcow2", "-o", "compat=0.10", "c.qcow2", "5M"],
+            "c.qcow2",
+        ),
+        (
+            vec![
+                "-f",
+                "qcow2",
+                "-o",
+                "cluster_size=4096,lazy_refcounts=on",
+                "d.qcow2",
+                "3G",
+            ],
+            "d.qcow2",
+        ),
+        (
+            vec!["-f", "raw", "-o", "preallocation=falloc", "e.img", "1M"],
+            "e.img",
+        ),
+        (
+            vec![
+                "-f",
+                "qcow2",
+                "-o",
+                "preallocation=metadata",
+                "f.qcow2",
+                "64M",
+            ],
+            "f.qcow2",
+        ),
+    ]
+    .into_iter()
+    .map(|(a, f)| (a.into_iter().map(String::from).collect(), f))
+    .collect();
+    for (args, file) in &cases {
+        let mut ic = h.command();
+        ic.arg("img").arg("create").arg("--").args(args);
+        let (ok, a) = run_in(&ours, &mut ic);
+        assert!(ok, "ironvirt img create {args:?}: {a}");
+        let (ok, b) = run_in(&qemu, Command::new("qemu-img").arg("create").args(args));
+        assert!(ok, "qemu-img create {args:?}: {b}");
+        assert_eq!(a, b, "create {args:?}");
+        for dir in [&ours, &qemu] {
+            for json in [false, true] {
+                let mut ic = h.command();
+                ic.args(["img", "info"]);
+                let mut qc = Command::new("qemu-img");
+                qc.args(["info", "-U"]);
+                if json {
+                    ic.args(["--output", "json"]);
+                    qc.args(["--output", "json"]);
+                }
+                let (ok, a) = run_in(dir, ic.arg(file));
+                assert!(ok, "ironvirt img info {file}: {a}");
+                let (_, b) = run_in(dir, qc.arg(file));
+                assert_eq!(a, b, "info {file} (json {json}) in {}", dir.display());
+            }
+        }
+        if file.ends_with("qcow2") {
+            let (ok, out) = run_in(&ours, Command::new("qemu-img").args(["check", file]));
+            assert!(ok, "qemu-img check {file}: {out}");
+        }
+    }
+    // A raw file of an odd length reads as whole sectors.
+    std::fs::write(ours.join("odd.img"), vec![7u8; 1000]).unwrap();
+    let mut ic = h.command();
+    let (_, a) = run_in(&ours, ic.args(["img", "info", "odd.img"]));
+    let (_, b) = run_in(
+        &ours,
+        Command::new("qemu-img").args(["info", "-U", "odd.img"]),
+    );
+    assert_eq!(a, b);
+    // An absolute path shows its backing file's actual path, like qemu-img.
+    let mut ic = h.command();
+    ic.args([
+        "img",
+        "info",
+        abs_base.parent().unwrap().join("b.qcow2").to_str().unwrap(),
+    ]);
+    let (_, a) = run_in(&ours, &mut ic);
+    let (_, b) = run_in(
+        &ours,
+        Command::new("qemu-img").args(["info", "-U", ours.join("b.qcow2").to_str().unwrap()]),
+    );
+    assert_eq!(a, b);
+    assert!(a.contains("(actual path: "), "{a}");
+}
