@@ -165,10 +165,12 @@ fn run(o: &Options) -> Result<(), String> {
         ),
         ExtraFile::host("/lab/empty.qcow2", 0o644, &empty_qcow2),
     ];
-    let per_run = 60 + 6 * u64::from(o.io_seconds) * 2;
+    // Under nested emulation one round (two start-up probes, two boots with six I/O tests each) took up to
+    // ~3 minutes on a busy 2-core machine; allow twice that.
+    let per_run = 2 * (90 + 2 * 6 * u64::from(o.io_seconds) + 60);
     let result = lab
         .run("bench", &l1, |cfg| {
-            cfg.timeout = Duration::from_secs(120 + per_run * u64::from(o.runs));
+            cfg.timeout = Duration::from_secs(180 + per_run * u64::from(o.runs));
             cfg.echo = if o.echo { Echo::All } else { Echo::None };
             // A retry would double an already long run and mix two L1 boots' figures.
             cfg.retries = 0;

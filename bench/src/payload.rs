@@ -51,6 +51,10 @@ measure() {
     if lab_vm_wait_for "$name" '^BENCH-GUEST: init ' 180; then
         lab_marker "$vmm.$run.wall" "$(lab_elapsed "$LAB_VM_T0" "$LAB_WAIT_T")"
         lab_marker "$vmm.$run.init-uptime" "$(tr -d '\r' < "$LAB_D/$name.out" | grep -m1 '^BENCH-GUEST: init ' | cut -d' ' -f3)"
+    else
+        # Say why in the log: the guest's last words and the VMM's stderr.
+        tail -n 20 "$LAB_D/$name.out" | tr -d '\r' | sed "s/^/L2TAIL|$name| /"
+        lab_vm_stderr "$name"
     fi
     if lab_vm_wait_for "$name" '^BENCH-GUEST: idle' 600; then
         sleep 2
