@@ -133,4 +133,27 @@ fn disk_and_balloon_figures_from_the_running_vm() {
         assert!(stats.contains(line), "missing {line:?} in\n{stats}");
     }
     h.run(&["destroy", "dev"]).ok();
+
+    // domblkinfo: a qcow2 image's capacity is its virtual size, its physical size the file's.
+    let q = h.dir.join("disk.qcow2");
+    let st = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&q)
+        .arg("64M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let qxml = xml("qdev", &kernel, &q, &console).replace("type='raw'", "type='qcow2'");
+    let def = write_file(&h.dir, "qdev.xml", qxml.as_bytes());
+    h.run(&["define", def.to_str().unwrap()]).ok();
+    let info = h.run(&["domblkinfo", "qdev", "vda"]).ok().stdout;
+    let physical = std::fs::metadata(&q).unwrap().len();
+    assert!(
+        info.starts_with("Capacity:       67108864\nAllocation:     "),
+        "{info}"
+    );
+    assert!(
+        info.contains(&format!("\nPhysical:       {physical}\n")),
+        "{info}"
+    );
 }

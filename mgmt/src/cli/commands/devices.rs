@@ -137,23 +137,33 @@ pub const DOMBLKINFO: Command = cmd(
     |ctl, a| {
         let r = lookup(ctl, a)?;
         let disks = disks(r.inactive_def());
+        // (capacity, allocation, physical) as libvirt reports them: a qcow2 image's capacity is its virtual
+        // size, its physical size the file's length.
         let size = |src: &Option<String>| {
-            src.as_ref()
-                .and_then(|p| std::fs::metadata(p).ok())
-                .map(|m| {
-                    use std::os::unix::fs::MetadataExt;
-                    (m.len(), m.blocks() * 512)
-                })
+            let path = src.as_ref()?;
+            let m = std::fs::metadata(path).ok()?;
+            use std::os::unix::fs::MetadataExt;
+            let physical = m.len();
+            let capacity =
+                match ironvirt_devices::block::ImageFormat::probe(std::path::Path::new(path)) {
+                    Ok(ironvirt_devices::block::ImageFormat::Qcow2) => {
+                        ironvirt_devices::block::qcow2::info(std::path::Path::new(path))
+                            .map(|i| i.virtual_size)
+                            .unwrap_or(physical)
+                    }
+                    _ => physical,
+                };
+            Some((capacity, m.blocks() * 512, physical))
         };
         if a.flag("all") {
             let mut t = Table::new(&["Target", "Capacity", "Allocation", "Physical"]);
             for (target, src) in &disks {
-                let (c, al) = size(src).unwrap_or((0, 0));
+                let (c, al, ph) = size(src).unwrap_or((0, 0, 0));
                 t.row(vec![
                     target.clone(),
                     c.to_string(),
                     al.to_string(),
-                    c.to_string(),
+                    ph.to_string(),
                 ]);
             }
             let quiet = ctl.quiet;
@@ -173,7 +183,7 @@ pub const DOMBLKINFO: Command = cmd(
                 "invalid argument: invalid path {dev} not assigned to domain"
             )));
         };
-        let (c, al) = size(src).ok_or_else(|| {
+        let (c, al, ph) = size(src).ok_or_else(|| {
             CmdError::msg(format!(
                 "internal error: cannot read the size of {}",
                 src.clone().unwrap_or_default()
@@ -181,7 +191,7 @@ pub const DOMBLKINFO: Command = cmd(
         })?;
         let mut s = key_value("Capacity", &c.to_string(), 15);
         s.push_str(&key_value("Allocation", &al.to_string(), 15));
-        s.push_str(&key_value("Physical", &c.to_string(), 15));
+        s.push_str(&key_value("Physical", &ph.to_string(), 15));
         ctl.print(&s);
         Ok(())
     },
