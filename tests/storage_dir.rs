@@ -322,3 +322,78 @@ fn dir_pool_end_to_end() {
     let e = h.run(&["pool-info", "p"]).fails().stderr;
     assert_eq!(e, "error: failed to get pool 'p'\nerror: Storage pool not found: no storage pool with matching name 'p'\n");
 }
+
+#[test]
+fn wipe_and_create_from() {
+    let h = Host::new("storage-wipe");
+    h.run(&["vol-create-as", "default", "src.img", "4M"]).ok();
+    let path = h.run(&["vol-path", "src.img", "default"]).ok().stdout;
+    let path = path.trim();
+    std::fs::write(h.dir.join("data"), vec![0xa5u8; 1 << 20]).unwrap();
+    h.run(&[
+        "vol-upload",
+        "src.img",
+        h.dir.join("data").to_str().unwrap(),
+        "default",
+    ])
+    .ok();
+
+    // A qcow2 copy of a raw volume, from XML.
+    let xml = h.dir.join("copy.xml");
+    std::fs::write(
+        &xml,
+        "<volume><name>copy.qcow2</name><capacity unit='M'>4</capacity><target><format type='qcow2'/></target></volume>",
+    )
+    .unwrap();
+    assert_eq!(
+        h.run(&[
+            "vol-create-from",
+            "default",
+            xml.to_str().unwrap(),
+            "src.img",
+            "--inputpool",
+            "default"
+        ])
+        .ok()
+        .stdout,
+        "Vol copy.qcow2 created from input vol src.img\n\n"
+    );
+    let copy = Path::new(path).with_file_name("copy.qcow2");
+    qemu_agrees(&copy, "qcow2", 4 << 20);
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-U", path])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+
+    // Wiping leaves zeroes (raw) or an empty image (qcow2), both keeping their size.
+    assert_eq!(
+        h.run(&["vol-wipe", "src.img", "default"]).ok().stdout,
+        "Vol src.img wiped\n\n"
+    );
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(bytes.len(), 4 << 20);
+    assert!(bytes.iter().all(|b| *b == 0));
+    h.run(&["vol-wipe", "copy.qcow2", "--pool", "default"]).ok();
+    qemu_agrees(&copy, "qcow2", 4 << 20);
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-U", path])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+    let e = h
+        .run(&["vol-wipe", "src.img", "default", "--algorithm", "nnsa"])
+        .fails()
+        .stderr;
+    assert!(e.contains("not supported"), "{e}");
+}

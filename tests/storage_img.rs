@@ -119,3 +119,58 @@ fn img_create_and_info_agree_with_qemu_img() {
     assert_eq!(a, b);
     assert!(a.contains("(actual path: "), "{a}");
 }
+
+#[test]
+fn img_convert_and_resize_agree_with_qemu_img() {
+    let h = Host::new("storage-img-convert");
+    let d = &h.dir;
+    // A raw disk with data, holes and a compressible run.
+    let mut data = vec![0u8; 8 << 20];
+    for (i, b) in data[..1 << 20].iter_mut().enumerate() {
+        *b = (i * 31 % 253) as u8;
+    }
+    data[5 << 20..6 << 20].fill(0x5a);
+    std::fs::write(d.join("src.img"), &data).unwrap();
+    let img = |args: &[&str]| {
+        let mut c = h.command();
+        let (ok, out) = run_in(d, c.arg("img").arg("--").args(args));
+        assert!(ok, "ironvirt img {args:?}: {out}");
+        out
+    };
+    let qemu = |args: &[&str]| {
+        let (ok, out) = run_in(d, Command::new("qemu-img").args(args));
+        assert!(ok, "qemu-img {args:?}: {out}");
+        out
+    };
+    img(&["convert", "-f", "raw", "-O", "qcow2", "src.img", "a.qcow2"]);
+    img(&["convert", "-O", "qcow2", "-c", "src.img", "c.qcow2"]);
+    img(&["convert", "-f", "qcow2", "-O", "raw", "c.qcow2", "back.img"]);
+    for f in ["a.qcow2", "c.qcow2"] {
+        qemu(&["check", f]);
+        qemu(&["compare", "src.img", f]);
+    }
+    assert!(std::fs::read(d.join("back.img")).unwrap() == data);
+    // Compression made the compressible image smaller than the plain one.
+    let len = |f: &str| std::fs::metadata(d.join(f)).unwrap().len();
+    assert!(
+        len("c.qcow2") < len("a.qcow2"),
+        "{} >= {}",
+        len("c.qcow2"),
+        len("a.qcow2")
+    );
+
+    assert_eq!(img(&["resize", "a.qcow2", "+56M"]), "Image resized.\n");
+    assert_eq!(img(&["resize", "src.img", "16M"]), "Image resized.\n");
+    qemu(&["check", "a.qcow2"]);
+    for (f, size) in [("a.qcow2", 64u64 << 20), ("src.img", 16 << 20)] {
+        let info = qemu(&["info", "--output", "json", f]);
+        assert!(
+            info.contains(&format!("\"virtual-size\": {size},")),
+            "{f}: {info}"
+        );
+    }
+    qemu(&["compare", "a.qcow2", "src.img"]);
+    let mut c = h.command();
+    let (ok, out) = run_in(d, c.args(["img", "resize", "src.img", "1M"]));
+    assert!(!ok && out.contains("Use the --shrink option"), "{out}");
+}

@@ -384,6 +384,113 @@ pub fn create(a: &CreateArgs) -> Result<String, StorageError> {
     Ok(line)
 }
 
+/// `qemu-img convert [-f fmt] [-O fmt] [-c] SRC DST`: DST gets SRC's disk contents; zero
+/// ranges stay unallocated; `compress` writes qcow2 clusters compressed.
+pub fn convert(
+    src: &str,
+    src_format: Option<&str>,
+    out_format: &str,
+    compress: bool,
+    dst: &str,
+) -> Result<(), StorageError> {
+    let src_path = Path::new(src);
+    let in_fmt = match src_format {
+        Some(f) => image::block_format(f)?,
+        None => image::block_format(image::probe(src_path)?.0)?,
+    };
+    let out = image::block_format(out_format)?;
+    if compress && out != ImageFormat::Qcow2 {
+        return Err(StorageError::Unsupported(format!(
+            "Compression not supported for format '{out_format}'"
+        )));
+    }
+    let size = match in_fmt {
+        ImageFormat::Qcow2 => qcow2::info(src_path)?.virtual_size,
+        ImageFormat::Raw => std::fs::metadata(src_path)
+            .map_err(StorageError::io("Could not open", src_path))?
+            .len(),
+    };
+    let spec = CreateSpec {
+        format: out,
+        capacity: size,
+        allocation: None,
+        backing: None,
+        prealloc_metadata: false,
+        compat_v2: false,
+        cluster_size: None,
+        lazy_refcounts: false,
+    };
+    let dst_path = Path::new(dst);
+    let _ = std::fs::remove_file(dst_path);
+    if !compress {
+        return image::copy(src_path, in_fmt, dst_path, &spec);
+    }
+    use ironvirt_devices::block::{self, BlockBackend, OpenOptions};
+    let mut input = block::open(
+        src_path,
+        &OpenOptions {
+            format: in_fmt,
+            read_only: true,
+            ..OpenOptions::default()
+        },
+    )?;
+    image::create(dst_path, &spec)?;
+    let result = (|| {
+        let mut output = qcow2::Qcow2::open(
+            dst_path,
+            &OpenOptions {
+                format: ImageFormat::Qcow2,
+                ..OpenOptions::default()
+            },
+        )?;
+        let cs = output.cluster_size();
+        let mut buf = vec![0u8; cs as usize];
+        let total = output.size();
+        let mut cluster = 0u64;
+        while cluster * cs < total {
+            let n = (total - cluster * cs).min(cs) as usize;
+            input.read_at(&mut buf[..n], cluster * cs)?;
+            if buf[..n].iter().any(|b| *b != 0) {
+                output.write_compressed(cluster, &buf[..n])?;
+            }
+            cluster += 1;
+        }
+        output.flush()?;
+        output.close()?;
+        Ok::<(), StorageError>(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(dst_path);
+    }
+    result
+}
+
+/// `qemu-img resize [--shrink] FILE [+|-]SIZE`.
+pub fn resize(file: &str, size: &str, shrink: bool) -> Result<(), StorageError> {
+    let path = Path::new(file);
+    let current = match image::probe(path)?.0 {
+        "qcow2" => qcow2::info(path)?.virtual_size,
+        _ => std::fs::metadata(path)
+            .map_err(StorageError::io("Could not open", path))?
+            .len(),
+    };
+    let bad = || StorageError::InvalidArg("Invalid image size specified".into());
+    let new = if let Some(d) = size.strip_prefix('+') {
+        current.checked_add(parse_qemu_size(d).ok_or_else(bad)?)
+    } else if let Some(d) = size.strip_prefix('-') {
+        current.checked_sub(parse_qemu_size(d).ok_or_else(bad)?)
+    } else {
+        parse_qemu_size(size)
+    }
+    .ok_or_else(bad)?;
+    if new < current && !shrink {
+        return Err(StorageError::InvalidArg(
+            "Use the --shrink option to perform a shrink operation.".into(),
+        ));
+    }
+    image::resize(path, new, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,13 +9,14 @@ use crate::storage::imgtool::{self, parse_qemu_size, CreateArgs};
 pub const IMG: Command = Command {
     name: "img",
     group: Group::Host,
-    summary: "disk image tool (qemu-img create, info)",
+    summary: "disk image tool (qemu-img create, info, convert, resize)",
     description: "Creates and inspects raw and qcow2 images like qemu-img: \
                   'img create [-f fmt] [-b backing -F fmt] [-o opts] FILE [SIZE]', \
                   'img info [-U] [--output human|json] FILE'.",
     opts: &[
         string("output", "output format for info: human (default) or json"),
         flag("force-share", "accepted (images are never locked for info)"),
+        flag("shrink", "resize: allow shrinking"),
         argv("args", "subcommand and its arguments"),
     ],
     handler: img,
@@ -31,8 +32,10 @@ fn img(ctl: &mut Ctl, a: &Args) -> CmdResult {
     match sub.as_str() {
         "create" => create(ctl, rest),
         "info" => info(ctl, a, rest),
+        "convert" => convert(rest),
+        "resize" => resize(ctl, a, rest),
         other => Err(CmdError::msg(format!(
-            "Command not found: {other} (ironvirt img supports create and info)"
+            "Command not found: {other} (ironvirt img supports create, info, convert and resize)"
         ))),
     }
 }
@@ -121,5 +124,49 @@ fn info(ctl: &mut Ctl, a: &Args, words: &[String]) -> CmdResult {
     }
     .map_err(|e| CmdError::msg(format!("Could not open '{file}': {e}")))?;
     ctl.print(&text);
+    Ok(())
+}
+
+fn convert(words: &[String]) -> CmdResult {
+    let (mut src_fmt, mut out_fmt, mut compress) = (None, "raw".to_string(), false);
+    let mut files = Vec::new();
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "-f" => src_fmt = Some(value(&mut it, "f")?.clone()),
+            "-O" => out_fmt = value(&mut it, "O")?.clone(),
+            "-c" => compress = true,
+            "-p" | "-q" | "-U" => {}
+            s if s.starts_with('-') && s.len() > 1 => {
+                return Err(CmdError::msg(format!("invalid option -- '{}'", &s[1..])))
+            }
+            _ => files.push(w.clone()),
+        }
+    }
+    let [src, dst] = files.as_slice() else {
+        return Err(CmdError::msg("Expecting one source and one target image"));
+    };
+    imgtool::convert(src, src_fmt.as_deref(), &out_fmt, compress, dst)
+        .map_err(|e| CmdError::msg(format!("error converting '{src}' to '{dst}': {e}")))
+}
+
+fn resize(ctl: &mut Ctl, a: &Args, words: &[String]) -> CmdResult {
+    let mut rest = Vec::new();
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "-f" => {
+                value(&mut it, "f")?;
+            }
+            "-q" => {}
+            _ => rest.push(w.clone()),
+        }
+    }
+    let [file, size] = rest.as_slice() else {
+        return Err(CmdError::msg("Expecting image file name and size"));
+    };
+    imgtool::resize(file, size, a.flag("shrink"))
+        .map_err(|e| CmdError::msg(format!("{file}: {e}")))?;
+    ctl.print("Image resized.\n");
     Ok(())
 }

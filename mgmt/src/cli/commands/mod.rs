@@ -116,6 +116,7 @@ pub static COMMANDS: &[Command] = &[
     storage::VOL_CLONE,
     storage::VOL_CREATE,
     storage::VOL_CREATE_AS,
+    storage::VOL_CREATE_FROM,
     storage::VOL_DELETE,
     storage::VOL_DOWNLOAD,
     storage::VOL_DUMPXML,
@@ -127,6 +128,7 @@ pub static COMMANDS: &[Command] = &[
     storage::VOL_POOL_CMD,
     storage::VOL_RESIZE,
     storage::VOL_UPLOAD,
+    storage::VOL_WIPE,
     img::IMG,
     // The shell.
     CONNECT,

@@ -825,3 +825,69 @@ pub const VOL_DOWNLOAD: Command = cmd(
         Ok(())
     },
 );
+
+pub const VOL_WIPE: Command = cmd(
+    "vol-wipe",
+    G,
+    "wipe a vol",
+    "Ensure data previously on a volume is not accessible to future reads.",
+    &[
+        VOL,
+        VOL_POOL,
+        string("algorithm", "perform selected wiping algorithm"),
+    ],
+    |ctl, a| {
+        if let Some(alg) = a.get("algorithm").filter(|s| *s != "zero") {
+            return Err(CmdError::ctx(
+                format!("Failed to wipe vol {}", a.get("vol").unwrap_or_default()),
+                format!("Operation not supported: wiping algorithm '{alg}' is not supported (only zero)"),
+            ));
+        }
+        let d = driver(ctl)?;
+        let key = a.get("vol").unwrap_or_default();
+        let v = vol(&d, a)?;
+        let busy = in_use(ctl)?;
+        d.wipe_volume(Some(&v.pool), &v.name, &|p| used(&busy, p))
+            .map_err(fail(format!("Failed to wipe vol {key}")))?;
+        ctl.print_extra(&format!("Vol {key} wiped\n"));
+        Ok(())
+    },
+);
+
+pub const VOL_CREATE_FROM: Command = cmd(
+    "vol-create-from",
+    G,
+    "create a vol, using another volume as input",
+    "Create a vol from an existing volume.",
+    &[
+        data("pool", "pool name"),
+        data("file", "file containing an XML vol description"),
+        data("vol", "input vol name or key"),
+        string("inputpool", "pool name or uuid of the input volume's pool"),
+        flag(
+            "prealloc-metadata",
+            "preallocate metadata (for qcow2 instead of full allocation)",
+        ),
+        flag("reflink", "use btrfs COW lightweight copy"),
+    ],
+    |ctl, a| {
+        let file = a.get("file").unwrap_or_default();
+        let xml = read_file(file)?;
+        let mut spec =
+            VolCreate::from_xml(&xml).map_err(fail(format!("Failed to create vol from {file}")))?;
+        spec.prealloc_metadata = a.flag("prealloc-metadata");
+        let d = driver(ctl)?;
+        let r = pool(&d, a)?;
+        let key = a.get("vol").unwrap_or_default();
+        let input = d
+            .volume(a.get("inputpool"), key)
+            .map_err(|e| CmdError::ctx(format!("failed to get vol '{key}'"), e))?;
+        d.create_volume_from(r.name(), &spec, &input)
+            .map_err(fail(format!("Failed to create vol from {file}")))?;
+        ctl.print_extra(&format!(
+            "Vol {} created from input vol {}\n",
+            spec.name, input.name
+        ));
+        Ok(())
+    },
+);
