@@ -170,6 +170,22 @@ fn img_convert_and_resize_agree_with_qemu_img() {
         );
     }
     qemu(&["compare", "a.qcow2", "src.img"]);
+
+    // Internal snapshots (made by qemu-img) are listed the way qemu-img lists them.
+    qemu(&["snapshot", "-c", "first", "a.qcow2"]);
+    qemu(&["snapshot", "-c", "a-much-longer-snapshot-name", "a.qcow2"]);
+    for args in [
+        &["snapshot", "-l", "a.qcow2"][..],
+        &["info", "a.qcow2"][..],
+        &["info", "--output", "json", "a.qcow2"][..],
+    ] {
+        let ours = img(args);
+        let mut q = vec![args[0], "-U"];
+        q.extend(&args[1..]);
+        assert_eq!(ours, qemu(&q), "{args:?}");
+    }
+    assert!(img(&["snapshot", "-l", "a.qcow2"]).contains("a-much-longer-snapshot-name"));
+
     let mut c = h.command();
     let (ok, out) = run_in(d, c.args(["img", "resize", "src.img", "1M"]));
     assert!(!ok && out.contains("Use the --shrink option"), "{out}");

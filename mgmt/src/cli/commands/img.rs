@@ -9,7 +9,7 @@ use crate::storage::imgtool::{self, parse_qemu_size, CreateArgs};
 pub const IMG: Command = Command {
     name: "img",
     group: Group::Host,
-    summary: "disk image tool (qemu-img create, info, convert, resize)",
+    summary: "disk image tool (qemu-img create, info, convert, resize, snapshot -l)",
     description: "Creates and inspects raw and qcow2 images like qemu-img: \
                   'img create [-f fmt] [-b backing -F fmt] [-o opts] FILE [SIZE]', \
                   'img info [-U] [--output human|json] FILE'.",
@@ -34,8 +34,9 @@ fn img(ctl: &mut Ctl, a: &Args) -> CmdResult {
         "info" => info(ctl, a, rest),
         "convert" => convert(rest),
         "resize" => resize(ctl, a, rest),
+        "snapshot" => snapshot(ctl, rest),
         other => Err(CmdError::msg(format!(
-            "Command not found: {other} (ironvirt img supports create, info, convert and resize)"
+            "Command not found: {other} (ironvirt img supports create, info, convert, resize and snapshot -l)"
         ))),
     }
 }
@@ -109,7 +110,11 @@ fn info(ctl: &mut Ctl, a: &Args, words: &[String]) -> CmdResult {
                     return Err(CmdError::msg(format!("Unknown file format '{f}'")));
                 }
             }
+            // After `--` the long options arrive as plain words.
+            "--output" => json = value(&mut it, "-output")? == "json",
             "--output=json" => json = true,
+            "--output=human" => json = false,
+            "--force-share" => {}
             s if s.starts_with('-') && s.len() > 1 => {
                 return Err(CmdError::msg(format!("invalid option -- '{}'", &s[1..])))
             }
@@ -168,5 +173,30 @@ fn resize(ctl: &mut Ctl, a: &Args, words: &[String]) -> CmdResult {
     imgtool::resize(file, size, a.flag("shrink"))
         .map_err(|e| CmdError::msg(format!("{file}: {e}")))?;
     ctl.print("Image resized.\n");
+    Ok(())
+}
+
+fn snapshot(ctl: &mut Ctl, words: &[String]) -> CmdResult {
+    let mut list = false;
+    let mut file = None;
+    for w in words {
+        match w.as_str() {
+            "-l" => list = true,
+            "-U" | "-q" => {}
+            s if s.starts_with('-') && s.len() > 1 => {
+                return Err(CmdError::msg(format!(
+                    "snapshot {s} is not supported yet (only -l)"
+                )))
+            }
+            _ => file = Some(w.clone()),
+        }
+    }
+    if !list {
+        return Err(CmdError::msg("snapshot: only -l (list) is supported"));
+    }
+    let file = file.ok_or_else(|| CmdError::msg("Expecting one image file name"))?;
+    let text = imgtool::snapshot_table(&file)
+        .map_err(|e| CmdError::msg(format!("Could not open '{file}': {e}")))?;
+    ctl.print(&text);
     Ok(())
 }
