@@ -397,3 +397,71 @@ fn wipe_and_create_from() {
         .stderr;
     assert!(e.contains("not supported"), "{e}");
 }
+
+#[test]
+fn print_xml_and_pool_edit() {
+    let h = Host::new("storage-edit");
+    h.run(&["vol-create-as", "default", "b.img", "1M"]).ok();
+    let images = h.run(&["pool-dumpxml", "default"]).ok().stdout;
+    let dir = images
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("<path>"))
+        .and_then(|l| l.strip_suffix("</path>"))
+        .unwrap()
+        .to_string();
+    let xml = h
+        .run(&[
+            "vol-create-as",
+            "default",
+            "x.qcow2",
+            "1G",
+            "--format",
+            "qcow2",
+            "--allocation",
+            "10M",
+            "--backing-vol",
+            "b.img",
+            "--backing-vol-format",
+            "raw",
+            "--print-xml",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(
+        xml,
+        format!(
+            "<volume>\n  <name>x.qcow2</name>\n  <capacity>1073741824</capacity>\n  <allocation>10485760</allocation>\n  <target>\n    <format type='qcow2'/>\n  </target>\n  <backingStore>\n    <path>{dir}/b.img</path>\n    <format type='raw'/>\n  </backingStore>\n</volume>\n\n"
+        )
+    );
+    // Nothing was created.
+    assert!(h.run(&["vol-info", "x.qcow2", "default"]).fails().status == 1);
+
+    let out = h
+        .command()
+        .env("EDITOR", "true")
+        .args(["pool-edit", "default"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Pool default XML configuration not changed.\n\n"
+    );
+    let out = h
+        .command()
+        .env("EDITOR", "sed -i s/images/images2/")
+        .args(["pool-edit", "default"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Pool default XML configuration edited.\n\n"
+    );
+    let inactive = h
+        .run(&["pool-dumpxml", "--inactive", "default"])
+        .ok()
+        .stdout;
+    assert!(inactive.contains("images2</path>"), "{inactive}");
+    // The running pool keeps its live definition until restarted.
+    let live = h.run(&["pool-dumpxml", "default"]).ok().stdout;
+    assert!(live.contains(&format!("<path>{dir}</path>")), "{live}");
+}

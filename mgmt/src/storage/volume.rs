@@ -131,6 +131,41 @@ impl VolCreate {
     }
 }
 
+impl VolCreate {
+    /// The XML virsh builds from `vol-create-as` options (`--print-xml`).
+    pub fn to_xml(&self) -> String {
+        let mut s = format!(
+            "<volume>\n  <name>{}</name>\n  <capacity>{}</capacity>\n",
+            crate::xml::tree::escape_text(&self.name),
+            self.capacity
+        );
+        if let Some(a) = self.allocation {
+            s.push_str(&format!("  <allocation>{a}</allocation>\n"));
+        }
+        if let Some(f) = &self.format {
+            s.push_str(&format!(
+                "  <target>\n    <format type='{}'/>\n  </target>\n",
+                crate::xml::tree::escape_text(f)
+            ));
+        }
+        if let Some(b) = &self.backing {
+            s.push_str(&format!(
+                "  <backingStore>\n    <path>{}</path>\n",
+                crate::xml::tree::escape_text(b)
+            ));
+            if let Some(f) = &self.backing_format {
+                s.push_str(&format!(
+                    "    <format type='{}'/>\n",
+                    crate::xml::tree::escape_text(f)
+                ));
+            }
+            s.push_str("  </backingStore>\n");
+        }
+        s.push_str("</volume>\n");
+        s
+    }
+}
+
 /// Volume names are file names in the pool directory.
 fn check_name(name: &str) -> Result<(), StorageError> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {

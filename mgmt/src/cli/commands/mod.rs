@@ -106,6 +106,7 @@ pub static COMMANDS: &[Command] = &[
     storage::POOL_DELETE,
     storage::POOL_DESTROY,
     storage::POOL_DUMPXML,
+    storage::POOL_EDIT,
     storage::POOL_INFO,
     storage::POOL_LIST,
     storage::POOL_NAME,

@@ -487,6 +487,18 @@ pub const VOL_CREATE_AS: Command = cmd(
         };
         let d = driver(ctl)?;
         let r = pool(&d, a)?;
+        if a.flag("print-xml") {
+            let mut spec = spec;
+            // virsh shows the backing volume by its path.
+            if let Some(b) = &spec.backing {
+                let v = d
+                    .volume(Some(r.name()), b)
+                    .map_err(|e| CmdError::ctx(format!("failed to get vol '{b}'"), e))?;
+                spec.backing = Some(v.path);
+            }
+            ctl.print(&spec.to_xml());
+            return Ok(());
+        }
         d.create_volume(r.name(), &spec)
             .map_err(fail(format!("Failed to create vol {name}")))?;
         ctl.print_extra(&format!("Vol {name} created\n"));
@@ -891,3 +903,54 @@ pub const VOL_CREATE_FROM: Command = cmd(
         Ok(())
     },
 );
+
+pub const POOL_EDIT: Command = cmd(
+    "pool-edit",
+    G,
+    "edit XML configuration for a storage pool",
+    "Edit the XML configuration for a storage pool.",
+    &[POOL],
+    |ctl, a| {
+        let d = driver(ctl)?;
+        let r = pool(&d, a)?;
+        let original = r.config.as_ref().unwrap_or(&r.def).to_xml();
+        let edited = run_editor(&format!("pool-{}", r.name()), &original)?;
+        if edited == original {
+            ctl.print_extra(&format!(
+                "Pool {} XML configuration not changed.\n",
+                r.name()
+            ));
+            return Ok(());
+        }
+        let def = d
+            .define(&edited)
+            .map_err(fail(format!("Failed to define pool {}", r.name())))?;
+        ctl.print_extra(&format!("Pool {} XML configuration edited.\n", def.name()));
+        Ok(())
+    },
+);
+
+/// Opens `text` in `$VISUAL`/`$EDITOR` (vi by default) and returns what the user saved.
+fn run_editor(tag: &str, text: &str) -> Result<String, CmdError> {
+    let path = std::env::temp_dir().join(format!("ironvirt-edit-{tag}-{}.xml", std::process::id()));
+    std::fs::write(&path, text)
+        .map_err(|e| CmdError::msg(format!("cannot write {}: {e}", path.display())))?;
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    // The editor command may carry arguments ("emacs -nw"), as with virsh.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&path)
+        .status();
+    let edited = std::fs::read_to_string(&path);
+    let _ = std::fs::remove_file(&path);
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => return Err(CmdError::msg(format!("{editor}: command failed ({s})"))),
+        Err(e) => return Err(CmdError::msg(format!("cannot run editor {editor}: {e}"))),
+    }
+    edited.map_err(|e| CmdError::msg(format!("cannot read back the edited XML: {e}")))
+}
