@@ -465,3 +465,53 @@ fn print_xml_and_pool_edit() {
     let live = h.run(&["pool-dumpxml", "default"]).ok().stdout;
     assert!(live.contains(&format!("<path>{dir}</path>")), "{live}");
 }
+
+/// pool-refresh recognises the formats libvirt probes (images made by qemu-img, the oracle).
+#[test]
+fn refresh_probes_foreign_formats() {
+    let h = Host::new("storage-probe");
+    let xml = h.run(&["pool-dumpxml", "default"]).ok().stdout;
+    let dir = xml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("<path>"))
+        .and_then(|l| l.strip_suffix("</path>"))
+        .unwrap()
+        .to_string();
+    for (fmt, file) in [("vmdk", "d.vmdk"), ("vdi", "d.vdi"), ("vpc", "d.vhd")] {
+        let out = Command::new("qemu-img")
+            .args(["create", "-q", "-f", fmt])
+            .arg(Path::new(&dir).join(file))
+            .arg("32M")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // An ISO 9660 image: the CD001 signature at 32769.
+    let mut iso = vec![0u8; 64 << 10];
+    iso[32769..32774].copy_from_slice(b"CD001");
+    std::fs::write(Path::new(&dir).join("cd.iso"), &iso).unwrap();
+    h.run(&["pool-refresh", "default"]).ok();
+    for (file, fmt) in [
+        ("d.vmdk", "vmdk"),
+        ("d.vdi", "vdi"),
+        ("d.vhd", "vpc"),
+        ("cd.iso", "iso"),
+    ] {
+        let x = h.run(&["vol-dumpxml", file, "default"]).ok().stdout;
+        assert!(
+            x.contains(&format!("<format type='{fmt}'/>")),
+            "{file}: {x}"
+        );
+    }
+    for file in ["d.vmdk", "d.vdi"] {
+        let info = h.run(&["vol-info", file, "default", "--bytes"]).ok().stdout;
+        assert!(
+            info.contains("Capacity:       33554432 bytes"),
+            "{file}: {info}"
+        );
+    }
+}

@@ -72,14 +72,15 @@ pub fn probe(path: &Path) -> Result<(&'static str, Option<u64>), StorageError> {
     }
     if head.starts_with(b"conectix") {
         let size = head
-            .get(48..56)
+            .get(40..48)
             .map(|s| u64::from_be_bytes(s.try_into().unwrap_or([0; 8])));
+        // libvirt reads the "original size" field (offset 40) of the footer.
         return Ok(("vpc", size));
     }
     if len >= 512 {
         let mut footer = [0u8; 512];
         if read_at(&f, &mut footer, len - 512) == 512 && footer.starts_with(b"conectix") {
-            let size = u64::from_be_bytes(footer[48..56].try_into().unwrap_or([0; 8]));
+            let size = u64::from_be_bytes(footer[40..48].try_into().unwrap_or([0; 8]));
             return Ok(("vpc", Some(size)));
         }
     }
