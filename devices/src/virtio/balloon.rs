@@ -15,8 +15,8 @@ use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, Gues
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{
-    read_config_bytes, ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt,
-    INT_CONFIG_CHANGE, INT_USED_RING,
+    read_config_bytes, ActivateError, ActiveQueue, QueueEvent, QueueWatch, VirtioDevice,
+    VirtioInterrupt, INT_CONFIG_CHANGE, INT_USED_RING,
 };
 use crate::bus::lock;
 
@@ -88,7 +88,7 @@ pub struct Balloon {
     request_evt: EventFd,
     /// Asks for statistics every `<stats period>` seconds.
     stats_timer: Option<vmm_sys_util::timerfd::TimerFd>,
-    registered: Vec<i32>,
+    watch: QueueWatch,
 }
 
 impl Balloon {
@@ -121,7 +121,7 @@ impl Balloon {
                 }
                 None => None,
             },
-            registered: Vec::new(),
+            watch: QueueWatch::default(),
         })
     }
 
@@ -338,16 +338,8 @@ impl MutEventSubscriber for Balloon {
         let fd = events.fd();
         if fd == self.activate_evt.as_raw_fd() {
             let _ = self.activate_evt.read();
-            for old in self.registered.drain(..) {
-                let _ = ops.remove(Events::empty_raw(old));
-            }
-            if let Some(active) = &self.active {
-                for q in &active.queues {
-                    if ops.add(Events::new(&q.notify, EventSet::IN)).is_ok() {
-                        self.registered.push(q.notify.as_raw_fd());
-                    }
-                }
-            }
+            let queues = self.active.as_ref().map_or(&[][..], |a| &a.queues[..]);
+            self.watch.rewatch(ops, queues, "virtio-balloon");
             return;
         }
         if fd == self.request_evt.as_raw_fd() {
@@ -360,24 +352,11 @@ impl MutEventSubscriber for Balloon {
             self.handle_request(false);
             return;
         }
-        let index = self
-            .active
-            .as_ref()
-            .and_then(|a| a.queues.iter().position(|q| q.notify.as_raw_fd() == fd));
-        match index {
-            Some(i) => {
-                if let Some(a) = &self.active {
-                    let _ = a.queues[i].notify.read();
-                }
-                match i {
-                    INFLATE | DEFLATE => self.process_page_queue(i),
-                    _ => self.process_stats_queue(),
-                }
-            }
-            None => {
-                let _ = ops.remove(Events::empty_raw(fd));
-                self.registered.retain(|&r| r != fd);
-            }
+        let queues = self.active.as_ref().map(|a| &a.queues[..]);
+        match self.watch.event(ops, queues, fd) {
+            QueueEvent::Kick(i @ (INFLATE | DEFLATE)) => self.process_page_queue(i),
+            QueueEvent::Kick(_) => self.process_stats_queue(),
+            QueueEvent::Stale => {}
         }
     }
 }

@@ -15,7 +15,8 @@ use vm_memory::{ByteValued, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{
-    read_config_bytes, ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt, INT_USED_RING,
+    read_config_bytes, ActivateError, ActiveQueue, QueueEvent, QueueWatch, VirtioDevice,
+    VirtioInterrupt, INT_USED_RING,
 };
 use crate::block::{BlockBackend, BlockError};
 
@@ -115,8 +116,7 @@ pub struct Block {
     active: Option<Active>,
     /// Written by `activate` (a vCPU thread) so the event loop registers the queue eventfds.
     activate_evt: EventFd,
-    /// Queue eventfds currently registered with the event loop.
-    registered: Vec<i32>,
+    watch: QueueWatch,
     /// A request could not be answered: serve nothing more until the driver resets the device.
     broken: bool,
     stats: BlockStats,
@@ -148,7 +148,7 @@ impl Block {
             config_space,
             active: None,
             activate_evt: EventFd::new(EFD_NONBLOCK)?,
-            registered: Vec::new(),
+            watch: QueueWatch::default(),
             broken: false,
             stats: BlockStats::default(),
         })
@@ -477,37 +477,15 @@ impl MutEventSubscriber for Block {
         let fd = events.fd();
         if fd == self.activate_evt.as_raw_fd() {
             let _ = self.activate_evt.read();
-            for old in self.registered.drain(..) {
-                let _ = ops.remove(Events::empty_raw(old));
-            }
-            if let Some(active) = &self.active {
-                for q in &active.queues {
-                    match ops.add(Events::new(&q.notify, EventSet::IN)) {
-                        Ok(()) => self.registered.push(q.notify.as_raw_fd()),
-                        Err(e) => log::error!("virtio-blk: cannot watch a queue: {e}"),
-                    }
-                }
-            }
+            let queues = self.active.as_ref().map_or(&[][..], |a| &a.queues[..]);
+            self.watch.rewatch(ops, queues, "virtio-blk");
             // Requests queued before activation was noticed.
             self.process_queue(0);
             return;
         }
-        let index = self
-            .active
-            .as_ref()
-            .and_then(|a| a.queues.iter().position(|q| q.notify.as_raw_fd() == fd));
-        match index {
-            Some(i) => {
-                if let Some(a) = &self.active {
-                    let _ = a.queues[i].notify.read();
-                }
-                self.process_queue(i);
-            }
-            // An eventfd from before a reset: stop watching it.
-            None => {
-                let _ = ops.remove(Events::empty_raw(fd));
-                self.registered.retain(|&r| r != fd);
-            }
+        let queues = self.active.as_ref().map(|a| &a.queues[..]);
+        if let QueueEvent::Kick(i) = self.watch.event(ops, queues, fd) {
+            self.process_queue(i);
         }
     }
 }

@@ -117,3 +117,63 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     let end = (start + data.len()).min(config.len());
     data[..end - start].copy_from_slice(&config[start..end]);
 }
+
+/// What a device's event-loop side does with the eventfds of its active queues: watch them after each
+/// activation (dropping those of an earlier activation), and forget eventfds left over from before a reset.
+/// Devices run on the event loop, so activation (on a vCPU thread) only signals; this does the epoll work.
+#[derive(Debug, Default)]
+pub struct QueueWatch {
+    watched: Vec<std::os::fd::RawFd>,
+}
+
+/// How an event on a device's descriptor is to be handled.
+pub enum QueueEvent {
+    /// The guest kicked queue `n` (its eventfd has been read).
+    Kick(usize),
+    /// A descriptor from before a reset, now unwatched.
+    Stale,
+}
+
+impl QueueWatch {
+    /// Watches exactly `queues`' eventfds.
+    pub fn rewatch(
+        &mut self,
+        ops: &mut event_manager::EventOps,
+        queues: &[ActiveQueue],
+        device: &str,
+    ) {
+        use event_manager::{EventSet, Events};
+        use std::os::fd::AsRawFd;
+        for old in self.watched.drain(..) {
+            let _ = ops.remove(Events::empty_raw(old));
+        }
+        for q in queues {
+            match ops.add(Events::new(&q.notify, EventSet::IN)) {
+                Ok(()) => self.watched.push(q.notify.as_raw_fd()),
+                Err(e) => log::error!("{device}: cannot watch a queue: {e}"),
+            }
+        }
+    }
+
+    /// Classifies an event on `fd`, which is not one of the device's own eventfds.
+    pub fn event(
+        &mut self,
+        ops: &mut event_manager::EventOps,
+        queues: Option<&[ActiveQueue]>,
+        fd: std::os::fd::RawFd,
+    ) -> QueueEvent {
+        use std::os::fd::AsRawFd;
+        let kicked = queues.and_then(|qs| qs.iter().position(|q| q.notify.as_raw_fd() == fd));
+        match (kicked, queues) {
+            (Some(i), Some(qs)) => {
+                let _ = qs[i].notify.read();
+                QueueEvent::Kick(i)
+            }
+            _ => {
+                let _ = ops.remove(event_manager::Events::empty_raw(fd));
+                self.watched.retain(|&w| w != fd);
+                QueueEvent::Stale
+            }
+        }
+    }
+}

@@ -16,8 +16,8 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{
-    read_config_bytes, ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt,
-    INT_CONFIG_CHANGE, INT_USED_RING,
+    read_config_bytes, ActivateError, ActiveQueue, QueueEvent, QueueWatch, VirtioDevice,
+    VirtioInterrupt, INT_CONFIG_CHANGE, INT_USED_RING,
 };
 use crate::bus::lock;
 use crate::net::tap::{offload, Tap, VNET_HDR_LEN};
@@ -90,7 +90,7 @@ pub struct Net {
     activate_evt: EventFd,
     /// Written by the control side after changing the link state.
     link_evt: EventFd,
-    registered: Vec<i32>,
+    watch: QueueWatch,
     /// A frame read from the TAP that did not fit in the guest's receive buffers yet.
     pending: Option<Vec<u8>>,
     /// Whether the TAP's fd is in the event loop (it is dropped while the guest has no receive buffers).
@@ -111,7 +111,7 @@ impl Net {
             active: None,
             activate_evt: EventFd::new(EFD_NONBLOCK)?,
             link_evt: EventFd::new(EFD_NONBLOCK)?,
-            registered: Vec::new(),
+            watch: QueueWatch::default(),
             pending: None,
             tap_watched: false,
             frame: vec![0u8; MAX_FRAME],
@@ -438,16 +438,8 @@ impl MutEventSubscriber for Net {
         let fd = events.fd();
         if fd == self.activate_evt.as_raw_fd() {
             let _ = self.activate_evt.read();
-            for old in self.registered.drain(..) {
-                let _ = ops.remove(Events::empty_raw(old));
-            }
-            if let Some(active) = &self.active {
-                for q in &active.queues {
-                    if ops.add(Events::new(&q.notify, EventSet::IN)).is_ok() {
-                        self.registered.push(q.notify.as_raw_fd());
-                    }
-                }
-            }
+            let queues = self.active.as_ref().map_or(&[][..], |a| &a.queues[..]);
+            self.watch.rewatch(ops, queues, "virtio-net");
             self.watch_tap(ops);
             return;
         }
@@ -462,27 +454,15 @@ impl MutEventSubscriber for Net {
             self.process_rx(ops);
             return;
         }
-        let index = self
-            .active
-            .as_ref()
-            .and_then(|a| a.queues.iter().position(|q| q.notify.as_raw_fd() == fd));
-        match index {
-            Some(i) => {
-                if let Some(a) = &self.active {
-                    let _ = a.queues[i].notify.read();
-                }
-                if i == TX {
-                    self.process_tx();
-                } else {
-                    // New receive buffers: deliver what is pending and read the TAP again.
-                    self.watch_tap(ops);
-                    self.process_rx(ops);
-                }
+        let queues = self.active.as_ref().map(|a| &a.queues[..]);
+        match self.watch.event(ops, queues, fd) {
+            QueueEvent::Kick(TX) => self.process_tx(),
+            QueueEvent::Kick(_) => {
+                // New receive buffers: deliver what is pending and read the TAP again.
+                self.watch_tap(ops);
+                self.process_rx(ops);
             }
-            None => {
-                let _ = ops.remove(Events::empty_raw(fd));
-                self.registered.retain(|&r| r != fd);
-            }
+            QueueEvent::Stale => {}
         }
     }
 }
