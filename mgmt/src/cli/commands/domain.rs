@@ -136,21 +136,51 @@ fn undefine(ctl: &mut Ctl, a: &Args) -> CmdResult {
     let res = ctl.conn()?.undefine(&key, flags);
     res.map_err(|e| CmdError::ctx(format!("Failed to undefine domain '{key}'"), e))?;
     ctl.print_extra(&format!("Domain '{key}' has been undefined\n"));
-    // Volumes: ironvirt has no storage pools yet, so every disk is an unmanaged path that is left
-    // in place (virsh says the same about volumes outside any pool).
+    // Volumes: disks that are volumes of an active storage pool (by pool/volume, or by path) are deleted;
+    // anything else is left in place with virsh's own words for unmanaged storage.
     let wanted: Option<Vec<String>> = a
         .get("storage")
         .map(|s| s.split(',').map(str::to_string).collect());
     if flags.remove_all_storage || wanted.is_some() {
-        for (target, source) in super::devices::disks(&def) {
+        let paths = ctl.conn()?.paths().clone();
+        let storage = crate::storage::StorageDriver::open(&paths).ok();
+        for disk in def.devices().filter(|d| d.name == "disk") {
+            let target = disk
+                .child("target")
+                .and_then(|t| t.attr("dev"))
+                .unwrap_or("-")
+                .to_string();
+            let src = disk.child("source");
+            let (pool, volume) = if disk.attr("type") == Some("volume") {
+                (
+                    src.and_then(|s| s.attr("pool")),
+                    src.and_then(|s| s.attr("volume")),
+                )
+            } else {
+                (
+                    None,
+                    src.and_then(|s| s.attr("file").or_else(|| s.attr("dev"))),
+                )
+            };
+            let Some(volume) = volume else { continue };
             let selected = match &wanted {
                 None => true,
-                Some(w) => w.iter().any(|x| *x == target || Some(x) == source.as_ref()),
+                Some(w) => w.iter().any(|x| *x == target || x == volume),
             };
-            if let (true, Some(src)) = (selected, source) {
-                ctl.print_extra(&format!(
-                    "Storage volume '{target}'({src}) is not managed by ironvirt. Remove it manually.\n"
-                ));
+            if !selected {
+                continue;
+            }
+            let found = storage.as_ref().and_then(|s| s.volume(pool, volume).ok());
+            match (storage.as_ref(), found) {
+                (Some(s), Some(v)) => match s.delete_volume(Some(&v.pool), &v.name, &|_| false) {
+                    Ok(_) => ctl.print_extra(&format!("Volume '{target}'({}) removed.\n", v.path)),
+                    Err(e) => {
+                        return Err(CmdError::ctx(format!("Failed to remove storage volume '{target}'({})", v.path), e))
+                    }
+                },
+                _ => ctl.print_extra(&format!(
+                    "Storage volume '{target}'({volume}) is not managed by ironvirt. Remove it manually.\n"
+                )),
             }
         }
     }
