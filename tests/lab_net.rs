@@ -19,6 +19,12 @@ const GUEST_INIT: &str = r#"
 echo "L2-GUEST: init"
 ip link set lo up
 ip link set eth0 up
+if grep -q ivquick /proc/cmdline; then
+    echo "L2-GUEST: eth0 $(cat /sys/class/net/eth0/address)"
+    echo "L2-GUEST: done"
+    sleep 3
+    poweroff -f
+fi
 if udhcpc -i eth0 -n -q -f -t 20 -T 2 -x hostname:labguest -s /etc/udhcpc.sh > /tmp/udhcpc.log 2>&1; then
     echo "L2-GUEST: ip $(cat /tmp/lease)"
 else
@@ -128,6 +134,28 @@ done
 lab_marker ivm.final-state "$(iv domstate netguest 2>&1 | head -n1)"
 [ -s /tmp/iv/var/log/ironvirt/qemu/netguest.log ] && sed 's/^/L2ERR|netguest| /' /tmp/iv/var/log/ironvirt/qemu/netguest.log
 
+# <interface type='direct'>: a macvtap device on a host interface (here the bridge, as the lab VM
+# has no spare NIC), made by ironvirt-vmm for the guest and removed with it.
+for m in macvlan tap macvtap; do
+    insmod "/lab/mod/$m.ko" 2> /dev/null || lab_marker warn "insmod $m failed"
+done
+iv define /lab/directguest.xml > /dev/null
+iv start directguest > /tmp/dstart.log 2>&1
+lab_marker direct.start "$(head -n1 /tmp/dstart.log)"
+sed 's/^/L1|direct-start| /' /tmp/dstart.log
+lab_marker direct.link "$(cat /sys/class/net/macvtap0/address) $(ls /sys/class/net/macvtap0/macvtap) lower=$(ls -d /sys/class/net/macvtap0/lower_* | sed 's/.*lower_//')"
+OUT=/tmp/lab/directguest.out
+iv domstate directguest | grep -q running || OUT=/dev/null
+wait_line '^L2-GUEST: done' 120 && lab_marker direct.eth0 "$(field eth0)"
+for i in $(seq 1 50); do
+    iv domstate directguest 2> /dev/null | grep -q 'shut off' && break
+    sleep 0.2
+done
+lab_marker direct.state "$(iv domstate --reason directguest 2>&1 | head -n1)"
+sleep 1
+lab_marker direct.after "$(ls -d /sys/class/net/macvtap* 2> /dev/null | wc -l)"
+sed 's/^/L2ERR|directguest| /' /tmp/iv/var/log/ironvirt/qemu/directguest.log 2> /dev/null
+
 # The baseline: QEMU microvm with virtio-net on a tap in the same bridge.
 lab_vm_start qemu qemu-system-x86_64 -L "$LAB_QEMU_DATA" -bios "$LAB_QEMU_BIOS" \
     -enable-kvm -M microvm,x-option-roms=off,isa-serial=on,rtc=off -cpu host -m 256 -smp 2 \
@@ -158,26 +186,46 @@ lab_marker dnsmasq-after "$(pidof dnsmasq | wc -w)"
 const QEMU_IFUP: &str = "#!/bin/sh\nip link set \"$1\" master virbr0\nip link set \"$1\" up\n";
 
 fn domain_xml() -> String {
+    guest_xml(
+        "netguest",
+        "ivcarrier",
+        "<interface type='network'>
+      <mac address='52:54:00:00:00:10'/>
+      <source network='default'/>
+      <model type='virtio'/>
+    </interface>",
+    )
+}
+
+fn direct_xml() -> String {
+    guest_xml(
+        "directguest",
+        "ivquick",
+        "<interface type='direct'>
+      <mac address='52:54:00:00:00:30'/>
+      <source dev='virbr0' mode='bridge'/>
+      <model type='virtio'/>
+    </interface>",
+    )
+}
+
+fn guest_xml(name: &str, flag: &str, interface: &str) -> String {
     format!(
         "<domain type='kvm'>
-  <name>netguest</name>
+  <name>{name}</name>
   <memory unit='MiB'>256</memory>
   <vcpu>2</vcpu>
   <os>
     <type arch='x86_64'>hvm</type>
     <kernel>{kernel}</kernel>
     <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1 ivcarrier</cmdline>
+    <cmdline>console=ttyS0 quiet panic=-1 {flag}</cmdline>
   </os>
   <on_poweroff>destroy</on_poweroff>
   <devices>
-    <interface type='network'>
-      <mac address='52:54:00:00:00:10'/>
-      <source network='default'/>
-      <model type='virtio'/>
-    </interface>
+    {interface}
     <serial type='file'>
-      <source path='/tmp/lab/netguest.out'/>
+      <source path='/tmp/lab/{name}.out'/>
     </serial>
   </devices>
 </domain>
@@ -239,6 +287,7 @@ fn guest_on_the_default_nat_network() {
     let mods = &lab.artifacts.kernel.modules_dir;
     l1.extra_files = vec![
         ExtraFile::text("/lab/netguest.xml", 0o644, domain_xml()),
+        ExtraFile::text("/lab/directguest.xml", 0o644, direct_xml()),
         ExtraFile::text("/lab/qemu-ifup", 0o755, QEMU_IFUP),
         // dnsmasq switches to an unprivileged user, which it looks up by name.
         ExtraFile::text(
@@ -248,7 +297,14 @@ fn guest_on_the_default_nat_network() {
         ),
         ExtraFile::text("/etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n"),
     ];
-    for m in ["nf_reject_ipv4", "nft_reject", "nft_reject_ipv4"] {
+    for m in [
+        "nf_reject_ipv4",
+        "nft_reject",
+        "nft_reject_ipv4",
+        "macvlan",
+        "tap",
+        "macvtap",
+    ] {
         l1.extra_files.push(ExtraFile::host(
             &format!("/lab/mod/{m}.ko"),
             0o644,
@@ -376,6 +432,21 @@ fn guest_on_the_default_nat_network() {
         "{}",
         get("ivm.final-state")
     );
+    // A direct interface: a macvtap in bridge mode with the guest's MAC, gone with the guest.
+    assert_eq!(
+        get("direct.start"),
+        "Domain 'directguest' started",
+        "{}",
+        ctx()
+    );
+    assert!(
+        get("direct.link").starts_with("52:54:00:00:00:30 tap")
+            && get("direct.link").ends_with("lower=virbr0"),
+        "macvtap0: {}",
+        get("direct.link")
+    );
+    assert_eq!(get("direct.eth0"), "52:54:00:00:00:30", "{}", ctx());
+    assert_eq!(get("direct.after"), "0", "macvtap0 outlived its guest");
     // The baseline ran on the same network.
     assert_eq!(get("qemu.exit"), "0", "{}", ctx());
     assert!(get("qemu.ip").starts_with("192.168.122."), "{}", ctx());

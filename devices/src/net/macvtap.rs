@@ -13,9 +13,10 @@ use std::path::PathBuf;
 use super::netlink::{self, MacvlanMode};
 use super::tap::{Tap, TapError};
 
-/// A link deleted on drop.
+/// A link deleted on drop, with the `/dev/tapN` node when we made it (rather than udev).
 pub struct OwnedLink {
     name: String,
+    node: Option<PathBuf>,
 }
 
 impl Drop for OwnedLink {
@@ -23,7 +24,45 @@ impl Drop for OwnedLink {
         if let Err(e) = netlink::delete_link(&self.name) {
             log::warn!("{e}");
         }
+        if let Some(node) = &self.node {
+            let _ = std::fs::remove_file(node);
+        }
+        forget_at_exit(&self.name);
     }
+}
+
+/// Links still to delete when the process exits. A VMM's devices may still be referenced by its
+/// device threads when `main` returns, so their destructors never run; unlike a TAP, a macvtap
+/// device does not vanish when its last descriptor closes, so it is removed from an `atexit`
+/// handler (a SIGKILLed VMM still leaves it behind).
+static AT_EXIT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static HOOKED: std::sync::Once = std::sync::Once::new();
+
+extern "C" fn delete_remaining() {
+    let names = std::mem::take(&mut *AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()));
+    for name in names {
+        let _ = netlink::delete_link(&name);
+    }
+}
+
+fn delete_at_exit(name: &str) {
+    HOOKED.call_once(|| {
+        // SAFETY: registers a plain function with no captured state.
+        unsafe {
+            libc::atexit(delete_remaining);
+        }
+    });
+    AT_EXIT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(name.to_string());
+}
+
+fn forget_at_exit(name: &str) {
+    AT_EXIT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|n| n != name);
 }
 
 /// How many `macvtapN` names to try before giving up.
@@ -48,10 +87,17 @@ pub fn open(
         }
         None => create_numbered(lower, mode, mac)?,
     };
-    let link = OwnedLink { name: name.clone() };
+    delete_at_exit(&name);
+    let mut link = OwnedLink {
+        name: name.clone(),
+        node: None,
+    };
     netlink::set_up(&name, true).map_err(|e| fail(&name, e.to_string()))?;
     let index = netlink::ifindex(&name).map_err(|e| fail(&name, e.to_string()))?;
-    let dev = char_device(&name, index).map_err(|e| fail(&name, e))?;
+    let (dev, made) = char_device(&name, index).map_err(|e| fail(&name, e))?;
+    if made {
+        link.node = Some(dev.clone());
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -90,8 +136,8 @@ fn create_numbered(lower: &str, mode: MacvlanMode, mac: [u8; 6]) -> Result<Strin
     })
 }
 
-/// `/dev/tapN`, made from sysfs's `dev` file when udev has not made it.
-fn char_device(name: &str, index: u32) -> Result<PathBuf, String> {
+/// `/dev/tapN`, made from sysfs's `dev` file when udev has not made it (then `true`).
+fn char_device(name: &str, index: u32) -> Result<(PathBuf, bool), String> {
     let path = PathBuf::from(format!("/dev/tap{index}"));
     let sys = format!("/sys/class/net/{name}/macvtap/tap{index}/dev");
     let numbers = std::fs::read_to_string(&sys).map_err(|e| format!("cannot read {sys}: {e}"))?;
@@ -104,7 +150,7 @@ fn char_device(name: &str, index: u32) -> Result<PathBuf, String> {
     if let Ok(meta) = std::fs::metadata(&path) {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         if meta.file_type().is_char_device() && meta.rdev() == want {
-            return Ok(path);
+            return Ok((path, false));
         }
         // A stale node from an earlier device with the same index.
         let _ = std::fs::remove_file(&path);
@@ -119,5 +165,5 @@ fn char_device(name: &str, index: u32) -> Result<PathBuf, String> {
             std::io::Error::last_os_error()
         ));
     }
-    Ok(path)
+    Ok((path, true))
 }
