@@ -91,11 +91,13 @@ pub struct Net {
     /// Written by the control side after changing the link state.
     link_evt: EventFd,
     watch: QueueWatch,
-    /// A frame read from the TAP that did not fit in the guest's receive buffers yet.
-    pending: Option<Vec<u8>>,
+    /// `frame` holds a frame read from the TAP that did not fit in the guest's receive buffers yet.
+    pending: bool,
     /// Whether the TAP's fd is in the event loop (it is dropped while the guest has no receive buffers).
     tap_watched: bool,
     frame: Vec<u8>,
+    /// Bytes of `frame` holding the frame being delivered.
+    frame_len: usize,
 }
 
 impl Net {
@@ -112,7 +114,8 @@ impl Net {
             activate_evt: EventFd::new(EFD_NONBLOCK)?,
             link_evt: EventFd::new(EFD_NONBLOCK)?,
             watch: QueueWatch::default(),
-            pending: None,
+            pending: false,
+            frame_len: 0,
             tap_watched: false,
             frame: vec![0u8; MAX_FRAME],
         })
@@ -244,14 +247,15 @@ impl Net {
         }
         let mut delivered = false;
         loop {
-            let mut frame = match self.pending.take() {
-                Some(f) => f,
-                None => match self.tap.read(&mut self.frame) {
-                    Ok(n) if n > VNET_HDR_LEN => self.frame[..n].to_vec(),
+            // The frame is read into one reusable buffer and copied once, into the guest's buffers.
+            if !self.pending {
+                match self.tap.read(&mut self.frame) {
+                    Ok(n) if n > VNET_HDR_LEN => self.frame_len = n,
                     Ok(_) => continue,
                     Err(_) => break,
-                },
-            };
+                }
+            }
+            self.pending = false;
             if !self.link_up() {
                 lock(&self.shared.stats).rx_drop += 1;
                 continue;
@@ -259,8 +263,8 @@ impl Net {
             let Some(active) = self.active.as_mut() else {
                 return;
             };
-            let len = frame.len();
-            match Self::deliver(active, &mut frame) {
+            let len = self.frame_len;
+            match Self::deliver(active, &mut self.frame[..len]) {
                 Ok(Rx::Delivered) => {
                     let mut s = lock(&self.shared.stats);
                     s.rx_packets += 1;
@@ -273,7 +277,7 @@ impl Net {
                 }
                 Ok(Rx::NoBuffers) => {
                     // No buffers: keep the frame and stop reading the TAP until the guest adds some.
-                    self.pending = Some(frame);
+                    self.pending = true;
                     self.unwatch_tap(ops);
                     break;
                 }
@@ -417,7 +421,7 @@ impl VirtioDevice for Net {
     }
 
     fn reset(&mut self) -> Vec<EventFd> {
-        self.pending = None;
+        self.pending = false;
         self.active
             .take()
             .map(|a| a.queues.into_iter().map(|q| q.notify).collect())
