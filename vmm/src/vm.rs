@@ -314,6 +314,11 @@ impl Vm {
             let machine = Machine::build(self, boot_number)?;
             boot_number += 1;
             let event = machine.run(&self.events_rx);
+            if event == MachineEvent::Guest(GuestRequest::PowerOff) {
+                // The guest went down: a button press it never acknowledged is not replayed to the next boot
+                // (a press that arrives while the machine is being rebuilt still is).
+                lock(&self.ged).reset();
+            }
             let action = match &event {
                 MachineEvent::Stop => return Ok(VmExit::Stopped),
                 MachineEvent::HostReset => {

@@ -21,6 +21,12 @@ impl Ged {
         Ged { status: 0, irq }
     }
 
+    /// A platform reset clears pending events: a press the old guest never acknowledged is not replayed to
+    /// the next boot.
+    pub fn reset(&mut self) {
+        self.status = 0;
+    }
+
     /// Latches a power-button event and interrupts the guest.
     pub fn press_power_button(&mut self) -> std::io::Result<()> {
         self.status |= GED_POWER_BUTTON;

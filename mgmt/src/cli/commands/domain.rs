@@ -546,11 +546,24 @@ pub const AUTOSTART_BOOT: Command = cmd(
     "autostart-boot",
     Group::Domain,
     "start every domain marked for autostart (run at host boot)",
-    "Starts all persistent domains marked with 'autostart' that are not running. The shipped ironvirt-autostart.service runs it at host boot, as libvirtd does when it starts.",
+    "Starts all networks, then all persistent domains, marked with 'autostart' that are not running. The shipped ironvirt-autostart.service runs it at host boot, as libvirtd does when it starts.",
     &[],
     |ctl, _| {
-        let results = ctl.conn()?.autostart_all();
         let mut errors = Vec::new();
+        // Networks first: a domain on an autostart network needs its bridge.
+        let networks = crate::network::Networks::open(&ctl.conn()?.paths().clone());
+        match networks {
+            Ok(nets) => {
+                for (name, r) in nets.autostart_all() {
+                    if let Err(e) = r {
+                        errors.push(format!("Failed to autostart network '{name}'"));
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("cannot open the network driver: {e}")),
+        }
+        let results = ctl.conn()?.autostart_all();
         for (name, r) in results {
             match r {
                 Ok(()) => ctl.print_extra(&format!("Domain '{name}' started\n")),
