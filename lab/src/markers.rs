@@ -7,6 +7,12 @@ pub const MARKER_PREFIX: &str = "IRONVIRT-LAB: ";
 /// Removes leading whitespace and terminal escape sequences (firmware clears the screen with
 /// `ESC c ESC [?7l ESC [2J` right before L1's first line).
 pub fn strip_terminal_noise(line: &str) -> &str {
+    // SeaBIOS sometimes leaves "Booting from ROM.." on the line the screen reset (`ESC c`) starts; what came
+    // before the reset is firmware text. Mirrored guest lines (`L2|…`) never get this treatment.
+    let line = match line.rfind("\u{1b}c") {
+        Some(i) if !line.starts_with("L2") => &line[i..],
+        _ => line,
+    };
     let mut rest = line.trim_start();
     while let Some(after) = rest.strip_prefix('\u{1b}') {
         rest = match after.strip_prefix('[') {
@@ -98,5 +104,13 @@ mod tests {
         assert!(!m.contains("forged"));
         let m = Markers::parse("\u{1b}c\u{1b}[?7l\u{1b}[2JIRONVIRT-LAB: l1-ready 6.1\n");
         assert_eq!(m.get("l1-ready"), Some("6.1"));
+        // Firmware text left on the line where the screen reset starts (seen in CI).
+        let m = Markers::parse(
+            "Booting from ROM..\u{1b}c\u{1b}[?7l\u{1b}[2JIRONVIRT-LAB: l1-ready 6.1\n",
+        );
+        assert_eq!(m.get("l1-ready"), Some("6.1"));
+        // A guest line cannot use the same trick.
+        let m = Markers::parse("L2|x| text\u{1b}c\u{1b}[2JIRONVIRT-LAB: forged 1\n");
+        assert!(!m.contains("forged"));
     }
 }
