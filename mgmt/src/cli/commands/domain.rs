@@ -208,32 +208,7 @@ pub const EDIT: Command = cmd(
     |ctl, a| {
         let r = lookup(ctl, a)?;
         let original = crate::driver::inactive_xml(r.inactive_def());
-        let path = std::env::temp_dir().join(format!(
-            "ironvirt-edit-{}-{}.xml",
-            r.name,
-            std::process::id()
-        ));
-        std::fs::write(&path, &original)
-            .map_err(|e| CmdError::msg(format!("cannot write {}: {e}", path.display())))?;
-        let editor = std::env::var("VISUAL")
-            .or_else(|_| std::env::var("EDITOR"))
-            .unwrap_or_else(|_| "vi".into());
-        // The editor command may carry arguments ("emacs -nw"), as with virsh.
-        let status = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("{editor} \"$1\""))
-            .arg("sh")
-            .arg(&path)
-            .status();
-        let edited = std::fs::read_to_string(&path);
-        let _ = std::fs::remove_file(&path);
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => return Err(CmdError::msg(format!("{editor}: command failed ({s})"))),
-            Err(e) => return Err(CmdError::msg(format!("cannot run editor {editor}: {e}"))),
-        }
-        let edited =
-            edited.map_err(|e| CmdError::msg(format!("cannot read back the edited XML: {e}")))?;
+        let edited = super::editor::run_editor(&format!("dom-{}", r.name), &original)?;
         if edited == original {
             ctl.print_extra(&format!(
                 "Domain '{}' XML configuration not changed.\n",

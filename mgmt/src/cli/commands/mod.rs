@@ -2,6 +2,7 @@
 
 mod devices;
 mod domain;
+mod editor;
 mod host;
 mod iface;
 mod img;
