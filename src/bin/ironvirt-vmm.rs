@@ -10,7 +10,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ironvirt_mgmt::launch::vm_config;
@@ -160,8 +159,7 @@ fn run(
         Domain::parse_bytes(&bytes).map_err(|e| format!("{}: {e}", domain_path.display()))?;
     let config = vm_config(&domain).map_err(|e| e.to_string())?;
     let mut vm = Vm::new(config.clone(), process_start).map_err(|e| e.to_string())?;
-    let signal_target = Arc::new(Mutex::new(vm.handle()));
-    stop_on_signals(signal_target.clone(), stop_signals);
+    stop_on_signals(vm.handle(), stop_signals);
     if args.paused {
         vm.handle().pause().map_err(|e| e.to_string())?;
     }
@@ -198,7 +196,7 @@ fn block_stop_signals() -> libc::sigset_t {
     }
 }
 
-fn stop_on_signals(target: Arc<Mutex<ironvirt_vmm::VmHandle>>, set: libc::sigset_t) {
+fn stop_on_signals(target: ironvirt_vmm::VmHandle, set: libc::sigset_t) {
     let _ = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
@@ -206,7 +204,7 @@ fn stop_on_signals(target: Arc<Mutex<ironvirt_vmm::VmHandle>>, set: libc::sigset
             // SAFETY: sigwait on a set of blocked signals, writing the signal number into `sig`.
             if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
                 log::info!("signal {sig}: stopping the guest");
-                target.lock().unwrap_or_else(|p| p.into_inner()).stop();
+                target.stop();
             }
         });
 }

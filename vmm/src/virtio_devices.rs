@@ -237,7 +237,7 @@ pub fn attach(
 ) -> Result<(), VmError> {
     for (device, slot) in devices.iter().zip(mmio_slots(devices.len())?) {
         // A reboot starts from a device the new guest has not configured yet.
-        let _ = lock(device).reset();
+        lock(device).reset();
         let irq = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
         vm_fd
             .register_irqfd(&irq, slot.gsi)

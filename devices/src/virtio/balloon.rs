@@ -311,12 +311,9 @@ impl VirtioDevice for Balloon {
             .map_err(|e| ActivateError::Other(e.to_string()))
     }
 
-    fn reset(&mut self) -> Vec<EventFd> {
+    fn reset(&mut self) {
         lock(&self.shared).actual_pages = 0;
-        self.active
-            .take()
-            .map(|a| a.queues.into_iter().map(|q| q.notify).collect())
-            .unwrap_or_default()
+        self.active = None;
     }
 }
 

@@ -457,12 +457,9 @@ impl VirtioDevice for Block {
             .map_err(|e| ActivateError::Other(e.to_string()))
     }
 
-    fn reset(&mut self) -> Vec<EventFd> {
+    fn reset(&mut self) {
         self.broken = false;
-        self.active
-            .take()
-            .map(|a| a.queues.into_iter().map(|q| q.notify).collect())
-            .unwrap_or_default()
+        self.active = None;
     }
 }
 

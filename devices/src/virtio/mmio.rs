@@ -199,7 +199,7 @@ impl MmioTransport {
 
     fn reset(&mut self) {
         if self.activated {
-            let _ = lock(&self.device).reset();
+            lock(&self.device).reset();
             self.activated = false;
         }
         for q in &mut self.queues {

@@ -101,8 +101,8 @@ pub trait VirtioDevice: Send {
         queues: Vec<ActiveQueue>,
         acked_features: u64,
     ) -> Result<(), ActivateError>;
-    /// Stops processing and returns the queues' notification eventfds so they can be reused.
-    fn reset(&mut self) -> Vec<EventFd>;
+    /// Stops processing; the transport owns the queues' notification eventfds and keeps them.
+    fn reset(&mut self);
 }
 
 /// Reads `data.len()` bytes of a little-endian config space held as bytes.
