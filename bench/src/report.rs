@@ -191,11 +191,11 @@ pub fn json(rows: &[Row], runs: u32, context: &str) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let _ = write!(
+        let _ = writeln!(
             s,
             "    {{\"key\": {:?}, \"label\": {:?}, \"unit\": {:?}, \"lower_is_better\": {}, \
              \"ironvirt\": {{\"median\": {}, \"samples\": [{}]}}, \"qemu\": {{\"median\": {}, \"samples\": [{}]}}, \
-             \"ratio\": {}}}{}\n",
+             \"ratio\": {}}}{}",
             r.metric.key,
             r.metric.label,
             r.metric.unit,
