@@ -344,21 +344,12 @@ impl Connection {
         if !r.persistent {
             return Err(DriverError::AutostartTransient);
         }
-        let link = self.autostart_path(&r.name);
-        if enable {
-            if let Some(dir) = link.parent() {
-                ensure_dir(dir).map_err(DriverError::io("cannot create directory", dir))?;
-            }
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(self.config_path(&r.name), &link)
-                .map_err(DriverError::io("cannot create autostart link", &link))?;
-        } else {
-            match std::fs::remove_file(&link) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(DriverError::io("cannot remove autostart link", &link)(e)),
-            }
-        }
+        crate::store::set_autostart_link(
+            &self.config_path(&r.name),
+            &self.autostart_path(&r.name),
+            enable,
+        )
+        .map_err(|e| DriverError::io(e.what, &e.path)(e.source))?;
         Ok(r)
     }
 

@@ -513,21 +513,12 @@ impl Networks {
         if !r.persistent {
             return Err(NetworkError::AutostartTransient);
         }
-        let link = self.autostart_path(&r.name);
-        if enable {
-            if let Some(dir) = link.parent() {
-                ensure_dir(dir).map_err(NetworkError::io("cannot create directory", dir))?;
-            }
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(self.config_path(&r.name), &link)
-                .map_err(NetworkError::io("cannot create autostart link", &link))?;
-        } else {
-            match std::fs::remove_file(&link) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(NetworkError::io("cannot remove autostart link", &link)(e)),
-            }
-        }
+        crate::store::set_autostart_link(
+            &self.config_path(&r.name),
+            &self.autostart_path(&r.name),
+            enable,
+        )
+        .map_err(|e| NetworkError::io(e.what, &e.path)(e.source))?;
         Ok(r)
     }
 

@@ -464,24 +464,8 @@ impl StorageDriver {
                 "Requested operation is not valid: cannot set autostart for transient pool".into(),
             ));
         }
-        let link = self.autostart_path(name);
-        if on {
-            if link.exists() {
-                return Ok(());
-            }
-            if let Some(dir) = link.parent() {
-                ensure_dir(dir).map_err(StorageError::io("cannot create directory", dir))?;
-            }
-            std::os::unix::fs::symlink(self.config_path(name), &link)
-                .map_err(StorageError::io("cannot create autostart link", &link))
-        } else {
-            match std::fs::remove_file(&link) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(StorageError::io("cannot remove autostart link", &link)(e))
-                }
-                _ => Ok(()),
-            }
-        }
+        crate::store::set_autostart_link(&self.config_path(name), &self.autostart_path(name), on)
+            .map_err(|e| StorageError::io(e.what, &e.path)(e.source))
     }
 
     /// Capacity figures of a pool as stored at its last start or refresh.

@@ -143,9 +143,57 @@ pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// Why an autostart link could not be set: what was being done, to which path.
+#[derive(Debug)]
+pub struct LinkError {
+    pub what: &'static str,
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// Marks (`enable`) or unmarks an object for autostart the way libvirt does: a symlink at `link` to its
+/// persistent definition `config`. Domains, networks and pools all use this.
+pub fn set_autostart_link(config: &Path, link: &Path, enable: bool) -> Result<(), LinkError> {
+    let err = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LinkError { what, path, source }
+    };
+    if enable {
+        if let Some(dir) = link.parent() {
+            ensure_dir(dir).map_err(err("cannot create directory", dir))?;
+        }
+        // Replacing the link keeps it pointing at the current definition.
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(config, link).map_err(err("cannot create autostart link", link))
+    } else {
+        match std::fs::remove_file(link) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(err("cannot remove autostart link", link)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn autostart_links() {
+        let dir = std::env::temp_dir().join(format!("ironvirt-autostart-{}", std::process::id()));
+        let config = dir.join("vm.xml");
+        let link = dir.join("autostart/vm.xml");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&config, "x").unwrap();
+        set_autostart_link(&config, &link, true).unwrap();
+        set_autostart_link(&config, &link, true).unwrap();
+        assert_eq!(std::fs::read_link(&link).unwrap(), config);
+        set_autostart_link(&config, &link, false).unwrap();
+        set_autostart_link(&config, &link, false).unwrap();
+        assert!(!link.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn root_override_moves_everything() {
