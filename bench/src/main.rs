@@ -7,6 +7,7 @@
 
 mod payload;
 mod report;
+mod tiny;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -108,22 +109,19 @@ fn build_binaries(o: &Options) -> Result<(PathBuf, PathBuf), String> {
     let vmm = match &o.vmm {
         Some(v) => v.clone(),
         None => {
-            cargo(
-                &[
-                    "build",
-                    "--release",
-                    "-q",
-                    "-p",
-                    "ironvirt",
-                    "--bin",
-                    "ironvirt-vmm",
-                ],
-                None,
-            )?;
-            workspace_root().join("target/release/ironvirt-vmm")
+            build_release_vmm()?
         }
     };
     Ok((guest_io, vmm))
+}
+
+/// ironvirt-vmm as users run it: a release build.
+fn build_release_vmm() -> Result<PathBuf, String> {
+    cargo(
+        &["build", "--release", "-q", "-p", "ironvirt", "--bin", "ironvirt-vmm"],
+        None,
+    )?;
+    Ok(workspace_root().join("target/release/ironvirt-vmm"))
 }
 
 fn run(o: &Options) -> Result<(), String> {
@@ -216,8 +214,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("vm") => parse(&args[1..]).and_then(|o| run(&o)),
+        Some("tiny") => tiny::run(&args[1..], build_release_vmm),
         Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
+            println!("{USAGE}\n\n{}", tiny::USAGE);
             return ExitCode::SUCCESS;
         }
         _ => Err(USAGE.to_string()),
