@@ -498,3 +498,44 @@ fn same_storage(a: &PoolDef, b: &PoolDef) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(xml: &str) -> PoolDef {
+        PoolDef::parse(xml).unwrap()
+    }
+
+    #[test]
+    fn source_conflicts_per_type() {
+        let fs = |n: &str, dev: &str, t: &str| {
+            def(&format!("<pool type='fs'><name>{n}</name><source><device path='{dev}'/></source><target><path>{t}</path></target></pool>"))
+        };
+        let dir = def("<pool type='dir'><name>d</name><target><path>/srv/a</path></target></pool>");
+        assert!(
+            same_storage(&fs("a", "/dev/sdb", "/srv/a"), &dir),
+            "same target directory"
+        );
+        assert!(same_storage(
+            &fs("a", "/dev/sdb", "/x"),
+            &fs("b", "/dev/sdb", "/y")
+        ));
+        assert!(!same_storage(
+            &fs("a", "/dev/sdb", "/x"),
+            &fs("b", "/dev/sdc", "/y")
+        ));
+        let nfs = |n: &str, h: &str| {
+            def(&format!("<pool type='netfs'><name>{n}</name><source><host name='{h}'/><dir path='/e'/></source><target><path>/m{n}</path></target></pool>"))
+        };
+        assert!(same_storage(&nfs("a", "h"), &nfs("b", "h")));
+        assert!(!same_storage(&nfs("a", "h"), &nfs("b", "g")));
+        let lv = |n: &str, vg: &str| {
+            def(&format!(
+                "<pool type='logical'><name>{n}</name><source><name>{vg}</name></source></pool>"
+            ))
+        };
+        assert!(same_storage(&lv("a", "vg"), &lv("b", "vg")));
+        assert!(!same_storage(&lv("a", "vg"), &lv("b", "vg2")));
+    }
+}
