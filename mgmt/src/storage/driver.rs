@@ -1,16 +1,18 @@
 //! The pool store: persistent definitions (`storage/NAME.xml`), autostart links
 //! (`storage/autostart/NAME.xml`) and the live state of active pools (`run/ironvirt/storage/NAME.xml`),
-//! plus the `dir` backend (build, start, refresh, delete).
+//! and the pool lifecycle (build, start, refresh, destroy, delete), whose per-type work is in
+//! [`super::backend`].
 //!
 //! There is no daemon: what libvirtd does at its own start (define the `default` pool once, start
 //! autostart pools) happens the first time a storage command runs after the host booted (the run
 //! directory is on tmpfs, so a marker there says whether that has happened).
 
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::store::{ensure_dir, write_atomic, FileLock, Paths};
 
+use super::backend::{dir, Backend, BuildFlags};
 use super::pool_xml::{PoolDef, PoolSpec};
 use super::StorageError;
 
@@ -125,7 +127,7 @@ impl StorageDriver {
             for name in self.config_names()? {
                 if self.autostart_path(&name).exists() && !self.state_path(&name).exists() {
                     if name == "default" {
-                        self.build_dir(&self.config(&name)?, false)?;
+                        dir::build(&self.config(&name)?, false)?;
                     }
                     // A pool that cannot start stays inactive, as with libvirtd.
                     let _ = self.start_locked(&name);
@@ -290,11 +292,7 @@ impl StorageDriver {
                     other.uuid()
                 )));
             }
-            if def.pool_type() == "dir"
-                && other.def.pool_type() == "dir"
-                && def.target_path().is_some()
-                && def.target_path() == other.def.target_path()
-            {
+            if same_storage(def, &other.def) {
                 return Err(StorageError::PoolSourceConflict(other.name().to_string()));
             }
         }
@@ -325,36 +323,19 @@ impl StorageDriver {
         }
         self.check_unique(&mut def)?;
         def.normalize();
-        def.check_backend()?;
-        self.activate(def.clone())?;
+        self.start_def(def.clone())?;
         Ok(def)
     }
 
-    /// `pool-build`: creates the target directory (with `overwrite`, an existing one is fine too;
-    /// with `no_overwrite`, it must not exist yet).
-    pub fn build(&self, name: &str, no_overwrite: bool) -> Result<(), StorageError> {
+    /// `pool-build`: prepares the pool's storage (target directory, filesystem, volume group;
+    /// see [`Backend::build`]).
+    pub fn build(&self, name: &str, flags: BuildFlags) -> Result<(), StorageError> {
         let _g = self.lock()?;
         let r = self.lookup(name)?;
         if r.is_active() {
             return Err(StorageError::PoolActive(r.name().to_string()));
         }
-        r.def.check_backend()?;
-        self.build_dir(&r.def, no_overwrite)
-    }
-
-    fn build_dir(&self, def: &PoolDef, no_overwrite: bool) -> Result<(), StorageError> {
-        let target = PathBuf::from(def.target_path().unwrap_or_default());
-        if no_overwrite && target.exists() {
-            return Err(StorageError::Invalid(format!(
-                "Storage pool already built: {} exists",
-                target.display()
-            )));
-        }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(def.target_mode().unwrap_or(0o711))
-            .create(&target)
-            .map_err(StorageError::io("cannot create path", &target))
+        Backend::of(&r.def)?.build(&r.def, flags)
     }
 
     /// `pool-start`.
@@ -368,46 +349,55 @@ impl StorageDriver {
         if r.is_active() {
             return Err(StorageError::PoolActive(r.name().to_string()));
         }
-        r.def.check_backend()?;
-        self.activate(r.def)
+        self.start_def(r.def)
     }
 
-    /// Checks the target and writes the live state with fresh figures.
-    fn activate(&self, mut def: PoolDef) -> Result<(), StorageError> {
-        let target = PathBuf::from(def.target_path().unwrap_or_default());
-        let meta = std::fs::metadata(&target)
-            .map_err(StorageError::io("cannot open directory", &target))?;
-        if !meta.is_dir() {
-            return Err(StorageError::Invalid(format!(
-                "{} is not a directory",
-                target.display()
-            )));
+    /// Starts the backend (mount, vgchange) and records the live state; a failure after the
+    /// backend started stops it again, so a pool that failed to start leaves nothing mounted
+    /// or active.
+    fn start_def(&self, def: PoolDef) -> Result<(), StorageError> {
+        let backend = Backend::of(&def)?;
+        backend.start(&def)?;
+        if let Err(e) = self.activate(backend, def.clone()) {
+            let _ = backend.stop(&def);
+            return Err(e);
         }
-        self.fill_live(&mut def, &target)?;
+        Ok(())
+    }
+
+    /// Writes the live state with fresh figures.
+    fn activate(&self, backend: Backend, mut def: PoolDef) -> Result<(), StorageError> {
+        self.fill_live(backend, &mut def)?;
         let p = self.state_path(def.name());
         write_atomic(&p, def.to_xml().as_bytes()).map_err(StorageError::io("cannot write", &p))
     }
 
-    fn fill_live(&self, def: &mut PoolDef, target: &Path) -> Result<(), StorageError> {
-        let f = figures(target)?;
+    fn fill_live(&self, backend: Backend, def: &mut PoolDef) -> Result<(), StorageError> {
+        let f = backend.figures(def)?;
         def.set_figures(f.capacity, f.allocation, f.available);
-        let meta = std::fs::metadata(target).map_err(StorageError::io("cannot stat", target))?;
-        def.set_target_permissions(meta.mode(), meta.uid(), meta.gid());
+        if backend.file_volumes() {
+            // The mounted filesystem's root (fs, netfs) or the directory itself.
+            let target = dir::target(def);
+            let meta =
+                std::fs::metadata(&target).map_err(StorageError::io("cannot stat", &target))?;
+            def.set_target_permissions(meta.mode(), meta.uid(), meta.gid());
+        }
         Ok(())
     }
 
-    /// `pool-refresh`: new figures (volumes are read from the directory every time anyway).
+    /// `pool-refresh`: new figures (volumes are read from the directory or lvs every time).
     pub fn refresh(&self, name: &str) -> Result<(), StorageError> {
         let _g = self.lock()?;
         let r = self.active(name)?;
         let mut def = r.def.clone();
-        self.fill_live(&mut def, &r.target())?;
+        self.fill_live(Backend::of(&def)?, &mut def)?;
         let p = self.state_path(def.name());
         write_atomic(&p, def.to_xml().as_bytes()).map_err(StorageError::io("cannot write", &p))
     }
 
-    /// `pool-destroy`: stops the pool (a transient one disappears). Refused while a running
-    /// domain uses one of its volumes: `in_use` says which paths are open.
+    /// `pool-destroy`: stops the pool (unmounts, deactivates; a transient one disappears).
+    /// Refused while a running domain uses one of its volumes: `in_use` says which paths are
+    /// open. If the backend cannot stop (a busy mount), the pool stays active.
     pub fn destroy(&self, name: &str, in_use: &dyn Fn(&Path) -> bool) -> Result<(), StorageError> {
         let _g = self.lock()?;
         let r = self.active(name)?;
@@ -417,6 +407,7 @@ impl StorageDriver {
                 r.name()
             )));
         }
+        Backend::of(&r.def)?.stop(&r.def)?;
         let p = self.state_path(r.name());
         std::fs::remove_file(&p).map_err(StorageError::io("cannot remove", &p))
     }
@@ -437,16 +428,15 @@ impl StorageDriver {
         Ok(r.name().to_string())
     }
 
-    /// `pool-delete`: removes the (empty) target directory of an inactive pool.
+    /// `pool-delete`: removes an inactive pool's storage (the empty target directory, or the
+    /// volume group and its PV labels).
     pub fn delete(&self, name: &str) -> Result<String, StorageError> {
         let _g = self.lock()?;
         let r = self.lookup(name)?;
         if r.is_active() {
             return Err(StorageError::PoolActive(r.name().to_string()));
         }
-        r.def.check_backend()?;
-        let t = r.target();
-        std::fs::remove_dir(&t).map_err(StorageError::io("failed to remove pool", &t))?;
+        Backend::of(&r.def)?.delete(&r.def)?;
         Ok(r.name().to_string())
     }
 
@@ -486,23 +476,66 @@ impl StorageDriver {
     }
 }
 
-/// The filesystem figures libvirt reports for a directory pool (from statvfs).
-pub fn figures(dir: &Path) -> Result<PoolFigures, StorageError> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| StorageError::InvalidArg(format!("path {} has a NUL byte", dir.display())))?;
-    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(StorageError::io("cannot statvfs", dir)(
-            std::io::Error::last_os_error(),
-        ));
+/// Whether two pools would use the same storage (libvirt's "Storage source conflict"): the
+/// same directory for file pools, the same device for fs pools, the same share for netfs, the
+/// same volume group for logical pools.
+fn same_storage(a: &PoolDef, b: &PoolDef) -> bool {
+    let files = |d: &PoolDef| matches!(d.pool_type(), "dir" | "fs" | "netfs");
+    if files(a) && files(b) && a.target_path().is_some() && a.target_path() == b.target_path() {
+        return true;
     }
-    let frsize = st.f_frsize as u64;
-    let blocks = st.f_blocks as u64;
-    Ok(PoolFigures {
-        capacity: blocks * frsize,
-        allocation: (blocks - st.f_bfree as u64) * frsize,
-        available: st.f_bavail as u64 * frsize,
-    })
+    match (a.pool_type(), b.pool_type()) {
+        ("fs", "fs") => {
+            let (da, db) = (a.source_devices(), b.source_devices());
+            da.iter().any(|d| db.contains(d))
+        }
+        ("netfs", "netfs") => {
+            a.source_hosts() == b.source_hosts()
+                && a.source_dir().is_some()
+                && a.source_dir() == b.source_dir()
+        }
+        ("logical", "logical") => a.volume_group() == b.volume_group(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(xml: &str) -> PoolDef {
+        PoolDef::parse(xml).unwrap()
+    }
+
+    #[test]
+    fn source_conflicts_per_type() {
+        let fs = |n: &str, dev: &str, t: &str| {
+            def(&format!("<pool type='fs'><name>{n}</name><source><device path='{dev}'/></source><target><path>{t}</path></target></pool>"))
+        };
+        let dir = def("<pool type='dir'><name>d</name><target><path>/srv/a</path></target></pool>");
+        assert!(
+            same_storage(&fs("a", "/dev/sdb", "/srv/a"), &dir),
+            "same target directory"
+        );
+        assert!(same_storage(
+            &fs("a", "/dev/sdb", "/x"),
+            &fs("b", "/dev/sdb", "/y")
+        ));
+        assert!(!same_storage(
+            &fs("a", "/dev/sdb", "/x"),
+            &fs("b", "/dev/sdc", "/y")
+        ));
+        let nfs = |n: &str, h: &str| {
+            def(&format!("<pool type='netfs'><name>{n}</name><source><host name='{h}'/><dir path='/e'/></source><target><path>/m{n}</path></target></pool>"))
+        };
+        assert!(same_storage(&nfs("a", "h"), &nfs("b", "h")));
+        assert!(!same_storage(&nfs("a", "h"), &nfs("b", "g")));
+        let lv = |n: &str, vg: &str| {
+            def(&format!(
+                "<pool type='logical'><name>{n}</name><source><name>{vg}</name></source></pool>"
+            ))
+        };
+        assert!(same_storage(&lv("a", "vg"), &lv("b", "vg")));
+        assert!(!same_storage(&lv("a", "vg"), &lv("b", "vg2")));
+    }
 }

@@ -40,6 +40,28 @@ pub enum StorageError {
     },
     #[error("{0}")]
     Block(#[from] ironvirt_devices::block::BlockError),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("Requested operation is not valid: {0}")]
+    OperationInvalid(String),
+    #[error("Storage pool probe failed: {0}")]
+    ProbeFailed(String),
+    #[error("Storage pool already built: {0}")]
+    PoolBuilt(String),
+    /// An external tool (mount, mkfs, lvm2…) failed; worded as libvirt's virCommandRun, with the
+    /// tool's own stderr so the cause (device busy, no device-mapper…) is in the message.
+    #[error("internal error: Child process ({command}) unexpected {status}: {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    /// An external tool is not installed.
+    #[error("Cannot find '{program}' in path: No such file or directory (install the {package} package)")]
+    CommandMissing {
+        program: String,
+        package: &'static str,
+    },
 }
 
 impl StorageError {

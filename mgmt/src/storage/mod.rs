@@ -1,7 +1,8 @@
 //! Storage pools and volumes, as libvirt's storage driver does them: pool and volume XML models,
-//! the pool store (defined/active/autostart), the `dir` pool backend and volume operations done by
-//! our own block code (no qemu-img at run time).
+//! the pool store (defined/active/autostart), the dir, fs, netfs and logical pool backends, and
+//! volume operations done by our own block code (no qemu-img at run time) or by lvm2 for LVs.
 
+pub mod backend;
 pub mod domain;
 pub mod driver;
 pub mod error;

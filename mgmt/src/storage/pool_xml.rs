@@ -5,7 +5,8 @@ use crate::xml::tree::{self, Document, Element, Node};
 
 use super::StorageError;
 
-/// Every pool type libvirt's schema knows; only some have a backend here (see [`PoolDef::check_backend`]).
+/// Every pool type libvirt's schema knows; only some have a backend here (see
+/// [`crate::storage::backend::Backend::of`]).
 pub const POOL_TYPES: &[&str] = &[
     "dir",
     "fs",
@@ -22,9 +23,6 @@ pub const POOL_TYPES: &[&str] = &[
     "zfs",
     "vstorage",
 ];
-
-/// The pool types ironvirt can start.
-pub const SUPPORTED_TYPES: &[&str] = &["dir"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolDef {
@@ -43,6 +41,7 @@ pub struct PoolSpec {
     pub source_dev: Option<String>,
     pub source_name: Option<String>,
     pub source_format: Option<String>,
+    pub source_protocol_ver: Option<String>,
     pub target: Option<String>,
 }
 
@@ -55,15 +54,9 @@ impl PoolSpec {
             .push(Node::Element(Element::with_text("name", &self.name)));
         let mut source = Element::new("source");
         if let Some(h) = &self.source_host {
+            // virsh writes the option verbatim (no host:port split).
             let mut e = Element::new("host");
-            // virsh accepts host:port.
-            match h.rsplit_once(':') {
-                Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
-                    e.set_attr("name", host);
-                    e.set_attr("port", port);
-                }
-                _ => e.set_attr("name", h),
-            }
+            e.set_attr("name", h);
             source.children.push(Node::Element(e));
         }
         for (name, value) in [("dir", &self.source_path), ("device", &self.source_dev)] {
@@ -82,6 +75,11 @@ impl PoolSpec {
             source
                 .children
                 .push(Node::Element(Element::with_text("name", n)));
+        }
+        if let Some(v) = &self.source_protocol_ver {
+            let mut e = Element::new("protocol");
+            e.set_attr("ver", v);
+            source.children.push(Node::Element(e));
         }
         if !source.children.is_empty() {
             root.children.push(Node::Element(source));
@@ -195,6 +193,60 @@ impl PoolDef {
         Some(clean_path(raw))
     }
 
+    /// `<source><device path=…/>` paths, in order (fs: one; logical: the physical volumes).
+    pub fn source_devices(&self) -> Vec<String> {
+        let Some(src) = self.doc.root.child("source") else {
+            return Vec::new();
+        };
+        src.children_named("device")
+            .filter_map(|d| d.attr("path"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `<source><host name=…/>` names (a host without a name is kept as `None`).
+    pub fn source_hosts(&self) -> Vec<Option<String>> {
+        let Some(src) = self.doc.root.child("source") else {
+            return Vec::new();
+        };
+        src.children_named("host")
+            .map(|h| h.attr("name").map(str::to_string))
+            .collect()
+    }
+
+    /// `<source><format type=…/>`.
+    pub fn source_format(&self) -> Option<String> {
+        self.doc
+            .root
+            .child("source")?
+            .child("format")?
+            .attr("type")
+            .map(str::to_string)
+    }
+
+    /// `<source><name>` (a logical pool's volume group).
+    pub fn source_name(&self) -> Option<String> {
+        let n = self.doc.root.child("source")?.child_text("name")?;
+        let n = n.trim();
+        (!n.is_empty()).then(|| n.to_string())
+    }
+
+    /// `<source><protocol ver=…/>` (the NFS version of a netfs pool).
+    pub fn protocol_ver(&self) -> Option<String> {
+        self.doc
+            .root
+            .child("source")?
+            .child("protocol")?
+            .attr("ver")
+            .map(str::to_string)
+    }
+
+    /// The volume group of a logical pool: its source name, else the pool's name (libvirt's
+    /// default).
+    pub fn volume_group(&self) -> String {
+        self.source_name().unwrap_or_else(|| self.name.clone())
+    }
+
     pub fn source_dir(&self) -> Option<String> {
         self.doc
             .root
@@ -233,7 +285,56 @@ impl PoolDef {
             let cleaned = clean_path(path.text().trim());
             path.set_text(cleaned);
         }
+        self.default_source();
         self.set_figures(0, 0, 0);
+    }
+
+    /// The source defaults libvirt's parser fills in and then writes out: fs and netfs pools
+    /// get `<format type='auto'/>`; a logical pool gets its volume group name (the pool's name),
+    /// `<format type='lvm2'/>` and the target `/dev/VG`.
+    fn default_source(&mut self) {
+        let default_format = match self.pool_type.as_str() {
+            "fs" | "netfs" => "auto",
+            "logical" => "lvm2",
+            _ => return,
+        };
+        let vg = self.volume_group();
+        let pool_type = self.pool_type.clone();
+        let root = &mut self.doc.root;
+        let Some(source) = root.child_mut("source") else {
+            return;
+        };
+        // An empty <source> written as an open/close pair keeps only its indentation text.
+        if !source
+            .children
+            .iter()
+            .any(|n| matches!(n, Node::Element(_)))
+        {
+            source.children.clear();
+        }
+        if pool_type == "logical" && source.child("name").is_none() {
+            source.insert_after(
+                Element::with_text("name", &vg),
+                &["adapter", "dir", "device", "host"],
+            );
+        }
+        if source.child("format").is_none() {
+            let mut f = Element::new("format");
+            f.set_attr("type", default_format);
+            source.insert_after(f, &["name", "adapter", "dir", "device", "host"]);
+        }
+        if pool_type == "logical" && self.target_path().is_none() {
+            let root = &mut self.doc.root;
+            let mut target = Element::new("target");
+            target.children.push(Node::Element(Element::with_text(
+                "path",
+                format!("/dev/{vg}"),
+            )));
+            match root.child_mut("target") {
+                Some(t) => *t = target,
+                None => root.insert_after(target, &["source"]),
+            }
+        }
     }
 
     /// Sets `<capacity>`, `<allocation>` and `<available>` (in bytes, as libvirt writes them).
@@ -295,18 +396,6 @@ impl PoolDef {
             .child_text("mode")?;
         u32::from_str_radix(text.trim(), 8).ok()
     }
-
-    /// Refuses, at start, the pool types that have no backend yet (define accepts them).
-    pub fn check_backend(&self) -> Result<(), StorageError> {
-        if SUPPORTED_TYPES.contains(&self.pool_type.as_str()) {
-            Ok(())
-        } else {
-            Err(StorageError::Unsupported(format!(
-                "storage pool type '{}' is not supported by ironvirt yet",
-                self.pool_type
-            )))
-        }
-    }
 }
 
 /// Collapses repeated slashes and drops a trailing one, as libvirt's virFileSanitizePath.
@@ -342,6 +431,68 @@ mod tests {
         };
         let golden = "<pool type='dir'>\n  <name>P</name>\n  <source>\n    <host name='src-host'/>\n    <dir path='/src/path'/>\n    <device path='/src/dev'/>\n    <name>S</name>\n  </source>\n  <target>\n    <path>/target-path</path>\n  </target>\n</pool>\n";
         assert_eq!(spec.to_xml(), golden);
+    }
+
+    /// `virsh -c test:///default pool-define-as … --print-xml` (virsh 11.3) for each type.
+    #[test]
+    fn define_as_xml_per_type_matches_virsh() {
+        let spec = |t: &str| PoolSpec {
+            name: "n".into(),
+            pool_type: t.into(),
+            ..PoolSpec::default()
+        };
+        let fs = PoolSpec {
+            source_dev: Some("/dev/loop0".into()),
+            source_format: Some("xfs".into()),
+            target: Some("/mnt/f".into()),
+            ..spec("fs")
+        };
+        assert_eq!(fs.to_xml(), "<pool type='fs'>\n  <name>n</name>\n  <source>\n    <device path='/dev/loop0'/>\n    <format type='xfs'/>\n  </source>\n  <target>\n    <path>/mnt/f</path>\n  </target>\n</pool>\n");
+        let netfs = PoolSpec {
+            source_host: Some("h:22".into()),
+            source_path: Some("/exp".into()),
+            source_dev: Some("/d".into()),
+            source_name: Some("nm".into()),
+            source_format: Some("nfs".into()),
+            source_protocol_ver: Some("3".into()),
+            target: Some("/mnt/n".into()),
+            ..spec("netfs")
+        };
+        assert_eq!(netfs.to_xml(), "<pool type='netfs'>\n  <name>n</name>\n  <source>\n    <host name='h:22'/>\n    <dir path='/exp'/>\n    <device path='/d'/>\n    <format type='nfs'/>\n    <name>nm</name>\n    <protocol ver='3'/>\n  </source>\n  <target>\n    <path>/mnt/n</path>\n  </target>\n</pool>\n");
+        let logical = PoolSpec {
+            source_name: Some("vg0".into()),
+            ..spec("logical")
+        };
+        assert_eq!(logical.to_xml(), "<pool type='logical'>\n  <name>n</name>\n  <source>\n    <name>vg0</name>\n  </source>\n</pool>\n");
+    }
+
+    /// What libvirt stores for each type (`pool-define-as` then `pool-dumpxml` on the test
+    /// driver): default formats, and a logical pool's volume group and /dev target.
+    #[test]
+    fn normalize_fills_source_defaults_like_libvirt() {
+        let norm = |xml: &str| {
+            let mut p = PoolDef::parse(xml).unwrap();
+            p.normalize();
+            let x = p.to_xml();
+            let src = x.find("  <source>").unwrap();
+            x[src..].to_string()
+        };
+        assert_eq!(
+            norm("<pool type='logical'><name>l</name><source><device path='/dev/loop1'/></source></pool>"),
+            "  <source>\n    <device path='/dev/loop1'/>\n    <name>l</name>\n    <format type='lvm2'/>\n  </source>\n  <target>\n    <path>/dev/l</path>\n  </target>\n</pool>\n"
+        );
+        assert_eq!(
+            norm("<pool type='logical'><name>l</name></pool>"),
+            "  <source>\n    <name>l</name>\n    <format type='lvm2'/>\n  </source>\n  <target>\n    <path>/dev/l</path>\n  </target>\n</pool>\n"
+        );
+        assert_eq!(
+            norm("<pool type='fs'><name>f</name><source><device path='/dev/loop0'/></source><target><path>/mnt/f</path></target></pool>"),
+            "  <source>\n    <device path='/dev/loop0'/>\n    <format type='auto'/>\n  </source>\n  <target>\n    <path>/mnt/f</path>\n  </target>\n</pool>\n"
+        );
+        assert_eq!(
+            norm("<pool type='netfs'><name>n</name><source><host name='h'/><dir path='/exp'/><protocol ver='4'/></source><target><path>/mnt/n</path></target></pool>"),
+            "  <source>\n    <host name='h'/>\n    <dir path='/exp'/>\n    <format type='auto'/>\n    <protocol ver='4'/>\n  </source>\n  <target>\n    <path>/mnt/n</path>\n  </target>\n</pool>\n"
+        );
     }
 
     #[test]

@@ -161,7 +161,10 @@ pub fn format_volume(v: &VolInfo) -> String {
     root.children.push(bytes_el("physical", v.physical));
     let mut target = Element::new("target");
     target.children.push(text_el("path", &v.path));
-    target.children.push(format_el(&v.format));
+    // Logical volumes have no format (libvirt writes none for them).
+    if !v.format.is_empty() {
+        target.children.push(format_el(&v.format));
+    }
     target.children.push(permissions(v.mode, v.uid, v.gid));
     let mut ts = Element::new("timestamps");
     for (name, (s, ns)) in [("atime", v.atime), ("mtime", v.mtime), ("ctime", v.ctime)] {

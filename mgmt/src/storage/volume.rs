@@ -1,13 +1,15 @@
-//! Volumes of `dir` pools: every regular file in the target directory is a volume, named by its
-//! file name and keyed by its path. Creation, resizing and cloning use our own block code.
+//! Volumes. In file pools (dir, fs, netfs) every regular file in the target directory is a
+//! volume, named by its file name and keyed by its path; creation, resizing and cloning use our
+//! own block code. Logical pools hand their volumes to [`backend::logical`] (lvm2).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use ironvirt_devices::block::ImageFormat;
 
+use super::backend::{logical, Backend};
 use super::driver::{PoolRecord, StorageDriver};
 use super::image::{self, CreateSpec};
 use super::vol_xml::VolDef;
@@ -84,6 +86,10 @@ impl VolInfo {
     }
 
     pub fn block_format(&self) -> Result<ImageFormat, StorageError> {
+        // A logical volume has no format of its own: its bytes are the disk.
+        if self.format.is_empty() && self.vol_type == "block" {
+            return Ok(ImageFormat::Raw);
+        }
         image::block_format(&self.format)
     }
 }
@@ -185,10 +191,37 @@ pub struct Transfer {
     pub sparse: bool,
 }
 
+/// The size of a volume file or block device (a block device's metadata says 0).
+fn byte_len(f: &File, path: &Path) -> Result<u64, StorageError> {
+    let meta = f
+        .metadata()
+        .map_err(StorageError::io("cannot stat", path))?;
+    if meta.file_type().is_block_device() {
+        let mut f = f;
+        return f
+            .seek(SeekFrom::End(0))
+            .map_err(StorageError::io("cannot size", path));
+    }
+    Ok(meta.len())
+}
+
+/// Whether a pool keeps its volumes as files in its target directory.
+fn file_pool(r: &PoolRecord) -> bool {
+    Backend::of(&r.def).map_or(true, Backend::file_volumes)
+}
+
 impl StorageDriver {
+    /// The pool record of a volume (for the backend of its pool).
+    fn pool_of(&self, v: &VolInfo) -> Result<PoolRecord, StorageError> {
+        self.active(&v.pool)
+    }
+
     /// The volumes of an active pool, sorted by name.
     pub fn volumes(&self, pool: &str) -> Result<Vec<VolInfo>, StorageError> {
         let r = self.active(pool)?;
+        if !file_pool(&r) {
+            return logical::volumes(&r.def);
+        }
         let dir = r.target();
         let mut out = Vec::new();
         let entries =
@@ -211,6 +244,15 @@ impl StorageDriver {
     pub fn volume(&self, pool: Option<&str>, vol: &str) -> Result<VolInfo, StorageError> {
         if let Some(p) = pool {
             let r = self.active(p)?;
+            if !file_pool(&r) && !vol.contains('/') {
+                return logical::volumes(&r.def)?
+                    .into_iter()
+                    .find(|v| v.name == vol || v.key == vol)
+                    .ok_or_else(|| StorageError::NoVolume {
+                        kind: "name",
+                        value: vol.to_string(),
+                    });
+            }
             if !vol.contains('/') {
                 let path = r.target().join(vol);
                 if path.is_file() {
@@ -224,6 +266,15 @@ impl StorageDriver {
         }
         let want = Path::new(vol);
         for r in self.list()?.into_iter().filter(PoolRecord::is_active) {
+            if !file_pool(&r) {
+                // By path, or by key (the LV's UUID); an unreadable group is skipped.
+                if let Ok(vols) = logical::volumes(&r.def) {
+                    if let Some(v) = vols.into_iter().find(|v| v.path == vol || v.key == vol) {
+                        return Ok(v);
+                    }
+                }
+                continue;
+            }
             if want.parent() == Some(r.target().as_path()) && want.is_file() {
                 return VolInfo::read(r.name(), want);
             }
@@ -264,6 +315,9 @@ impl StorageDriver {
         let _g = self.lock()?;
         let r = self.active(pool)?;
         check_name(&spec.name)?;
+        if !file_pool(&r) {
+            return self.create_lv(&r, spec);
+        }
         let path = r.target().join(&spec.name);
         if path.exists() {
             return Err(StorageError::VolumeExists(spec.name.clone()));
@@ -286,6 +340,47 @@ impl StorageDriver {
         VolInfo::read(r.name(), &path)
     }
 
+    /// A logical volume: raw bytes on a device, so only the sizes and a backing LV (a
+    /// snapshot) apply.
+    fn create_lv(&self, r: &PoolRecord, spec: &VolCreate) -> Result<VolInfo, StorageError> {
+        if let Some(f) = spec.format.as_deref().filter(|f| *f != "raw") {
+            return Err(StorageError::Unsupported(format!(
+                "logical volumes are raw block devices; format '{f}' is not supported in pool '{}'",
+                r.name()
+            )));
+        }
+        if spec.prealloc_metadata {
+            return Err(StorageError::Unsupported(
+                "metadata preallocation is not supported for block volumes".into(),
+            ));
+        }
+        if logical::volumes(&r.def)?
+            .iter()
+            .any(|v| v.name == spec.name)
+        {
+            return Err(StorageError::VolumeExists(spec.name.clone()));
+        }
+        let backing = match &spec.backing {
+            None => None,
+            Some(b) => Some(
+                logical::volumes(&r.def)?
+                    .into_iter()
+                    .find(|v| v.name == *b || v.path == *b)
+                    .ok_or_else(|| {
+                        StorageError::InvalidArg(format!("backing volume '{b}' does not exist"))
+                    })?
+                    .path,
+            ),
+        };
+        logical::create_volume(
+            &r.def,
+            &spec.name,
+            spec.capacity,
+            spec.allocation,
+            backing.as_deref(),
+        )
+    }
+
     /// `vol-delete`. `in_use` says whether a running domain has the path open.
     pub fn delete_volume(
         &self,
@@ -301,8 +396,12 @@ impl StorageDriver {
                 v.name
             )));
         }
-        std::fs::remove_file(&v.path)
-            .map_err(StorageError::io("cannot unlink file", Path::new(&v.path)))?;
+        if v.vol_type == "block" {
+            logical::delete_volume(&v.path)?;
+        } else {
+            std::fs::remove_file(&v.path)
+                .map_err(StorageError::io("cannot unlink file", Path::new(&v.path)))?;
+        }
         Ok(v)
     }
 
@@ -348,6 +447,9 @@ impl StorageDriver {
                 "Can't shrink capacity to zero".into(),
             ));
         }
+        if v.vol_type == "block" {
+            return logical::resize_volume(&self.pool_of(&v)?.def, &v, new);
+        }
         image::resize(Path::new(&v.path), new, allocate)?;
         VolInfo::read(&v.pool, Path::new(&v.path))
     }
@@ -363,6 +465,12 @@ impl StorageDriver {
         let _g = self.lock()?;
         let v = self.volume(pool, vol)?;
         check_name(new_name)?;
+        if v.vol_type == "block" {
+            return Err(StorageError::Unsupported(format!(
+                "vol-clone is not supported for logical volumes yet (pool '{}')",
+                v.pool
+            )));
+        }
         let dir = Path::new(&v.path)
             .parent()
             .map(Path::to_path_buf)
@@ -427,11 +535,9 @@ impl StorageDriver {
             off += n as u64;
             done += n as u64;
         }
-        let len = f
-            .metadata()
-            .map_err(StorageError::io("cannot stat", &path))?
-            .len();
-        if off > len {
+        let len = byte_len(&f, &path)?;
+        let is_file = f.metadata().is_ok_and(|m| m.is_file());
+        if off > len && is_file {
             // A trailing hole still extends the file, so the bytes read back as zeroes.
             f.set_len(off)
                 .map_err(StorageError::io("cannot extend", &path))?;
@@ -453,10 +559,7 @@ impl StorageDriver {
         let v = self.volume(pool, vol)?;
         let path = PathBuf::from(&v.path);
         let f = File::open(&path).map_err(StorageError::io("cannot open volume", &path))?;
-        let len = f
-            .metadata()
-            .map_err(StorageError::io("cannot stat", &path))?
-            .len();
+        let len = byte_len(&f, &path)?;
         let end = if t.length > 0 {
             (t.offset.saturating_add(t.length)).min(len)
         } else {
@@ -512,6 +615,11 @@ impl StorageDriver {
                 v.name
             )));
         }
+        if v.vol_type == "block" {
+            let r = self.pool_of(&v)?;
+            logical::wipe_volume(&r.def, &v)?;
+            return self.volume(Some(r.name()), &v.name);
+        }
         match v.format.as_str() {
             "qcow2" => {
                 let backing = match &v.backing {
@@ -558,6 +666,12 @@ impl StorageDriver {
         let _g = self.lock()?;
         let r = self.active(pool)?;
         check_name(&spec.name)?;
+        if !file_pool(&r) {
+            return Err(StorageError::Unsupported(format!(
+                "vol-create-from into logical pool '{}' is not supported yet",
+                r.name()
+            )));
+        }
         let path = r.target().join(&spec.name);
         if path.exists() {
             return Err(StorageError::VolumeExists(spec.name.clone()));

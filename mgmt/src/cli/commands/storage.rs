@@ -6,6 +6,7 @@ use super::domain::read_file;
 use crate::cli::format::{key_value, Table};
 use crate::cli::spec::{data, flag, int, opt_data, string, Args, Opt};
 use crate::cli::{CmdError, CmdResult, Command, Ctl, Group};
+use crate::storage::backend::BuildFlags;
 use crate::storage::domain::{paths_in_use, used};
 use crate::storage::driver::PoolState;
 use crate::storage::pool_xml::PoolSpec;
@@ -64,6 +65,10 @@ const SPEC_OPTS: &[Opt] = &[
     opt_data("source-name", "source name for underlying storage"),
     opt_data("target", "target for underlying storage"),
     string("source-format", "format for underlying storage"),
+    string(
+        "source-protocol-ver",
+        "nfsvers value for NFS pool mount option",
+    ),
 ];
 
 fn spec_of(a: &Args) -> PoolSpec {
@@ -76,6 +81,7 @@ fn spec_of(a: &Args) -> PoolSpec {
         source_dev: s("source-dev"),
         source_name: s("source-name"),
         source_format: s("source-format"),
+        source_protocol_ver: s("source-protocol-ver"),
         target: s("target"),
     }
 }
@@ -178,7 +184,11 @@ pub const POOL_BUILD: Command = cmd(
         }
         let d = driver(ctl)?;
         let r = pool(&d, a)?;
-        d.build(r.name(), a.flag("no-overwrite"))
+        let flags = BuildFlags {
+            overwrite: a.flag("overwrite"),
+            no_overwrite: a.flag("no-overwrite"),
+        };
+        d.build(r.name(), flags)
             .map_err(fail(format!("Failed to build pool {}", r.name())))?;
         ctl.print_extra(&format!("Pool {} built\n", r.name()));
         Ok(())
