@@ -274,7 +274,8 @@ pub fn info_text(filename: &str) -> Result<String, StorageError> {
     Ok(s)
 }
 
-fn json_str(s: &str) -> String {
+/// A JSON string literal as QEMU's JSON writer quotes it.
+pub fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

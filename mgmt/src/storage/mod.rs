@@ -6,6 +6,7 @@ pub mod domain;
 pub mod driver;
 pub mod error;
 pub mod image;
+pub mod imgcheck;
 pub mod imgtool;
 pub mod pool_xml;
 pub mod size;
