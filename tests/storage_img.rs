@@ -370,3 +370,88 @@ fn img_check_agrees_with_qemu_img() {
     assert_eq!(a.0, 1, "{a:?}");
     assert!(a.2.contains("missing.qcow2"), "{a:?}");
 }
+
+/// `img convert -p` prints qemu-img's progress lines; `vol-upload`/`vol-download` draw virsh's job
+/// bar on stderr only when it is a terminal (run under `script`, which gives the command a pty).
+#[test]
+fn progress_bars() {
+    let h = Host::new("storage-img-progress");
+    let d = &h.dir;
+    let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(d.join("src.img"), &data).unwrap();
+    let mut c = h.command();
+    let (ok, out) = run_in(
+        d,
+        c.args([
+            "img", "--", "convert", "-p", "-O", "qcow2", "src.img", "p.qcow2",
+        ]),
+    );
+    assert!(ok, "{out}");
+    assert!(out.starts_with("    (0.00/100%)\r"), "{out:?}");
+    assert!(
+        out.ends_with("    (100.00/100%)\r    (100.00/100%)\r\n"),
+        "{out:?}"
+    );
+    assert!(out.contains("    (33.33/100%)\r"), "{out:?}");
+    let pool = d.join("pool");
+    for args in [
+        &[
+            "pool-define-as",
+            "p",
+            "dir",
+            "--target",
+            pool.to_str().unwrap(),
+        ][..],
+        &["pool-build", "p"],
+        &["pool-start", "p"],
+        &["vol-create-as", "p", "v.img", "3M", "--format", "raw"],
+    ] {
+        h.run(args).ok();
+    }
+    // Not a terminal: only what the command printed before bars existed (its blank line).
+    let plain = h
+        .run(&[
+            "vol-upload",
+            "v.img",
+            d.join("src.img").to_str().unwrap(),
+            "--pool",
+            "p",
+        ])
+        .ok();
+    assert_eq!((plain.stdout.as_str(), plain.stderr.as_str()), ("\n", ""));
+    // On a terminal: the bar, ending at 100 % and a newline.
+    let bin = env!("CARGO_BIN_EXE_ironvirt");
+    let on_tty = |cmd: String| {
+        let mut s = Command::new("script");
+        s.args(["-qec", &cmd, "/dev/null"]).current_dir(d);
+        for (k, v) in h.command().get_envs() {
+            match v {
+                Some(v) => s.env(k, v),
+                None => s.env_remove(k),
+            };
+        }
+        let o = s.output().expect("running script(1)");
+        assert!(o.status.success(), "{cmd}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let up = on_tty(format!("{bin} vol-upload v.img src.img --pool p"));
+    assert!(
+        up.starts_with("\rUpload: [ 0.00 %]\rUpload: [33.33 %]"),
+        "{up:?}"
+    );
+    assert!(up.contains("\rUpload: [100.00 %]\r\n"), "{up:?}");
+    let down = on_tty(format!("{bin} vol-download v.img back.img --pool p"));
+    assert!(down.starts_with("\rDownload: [ 0.00 %]"), "{down:?}");
+    assert!(down.contains("\rDownload: [100.00 %]\r\n"), "{down:?}");
+    assert!(std::fs::read(d.join("back.img")).unwrap() == data);
+    let plain = h
+        .run(&[
+            "vol-download",
+            "v.img",
+            d.join("back2.img").to_str().unwrap(),
+            "--pool",
+            "p",
+        ])
+        .ok();
+    assert_eq!((plain.stdout.as_str(), plain.stderr.as_str()), ("\n", ""));
+}

@@ -9,6 +9,7 @@ pub mod image;
 pub mod imgcheck;
 pub mod imgtool;
 pub mod pool_xml;
+pub mod progress;
 pub mod size;
 pub mod vol_xml;
 pub mod volume;

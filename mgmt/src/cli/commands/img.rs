@@ -6,6 +6,7 @@ use crate::cli::spec::{argv, flag, string, Args};
 use crate::cli::{CmdError, CmdResult, Command, Ctl, Group};
 use crate::storage::imgcheck::Chunk;
 use crate::storage::imgtool::{self, parse_qemu_size, CreateArgs};
+use crate::storage::progress::QemuProgress;
 
 pub const IMG: Command = Command {
     name: "img",
@@ -37,7 +38,7 @@ fn img(ctl: &mut Ctl, a: &Args) -> CmdResult {
         "create" => create(ctl, rest),
         "info" => info(ctl, a, rest),
         "check" => check(ctl, a, rest),
-        "convert" => convert(rest),
+        "convert" => convert(ctl, rest),
         "resize" => resize(ctl, a, rest),
         "snapshot" => snapshot(ctl, rest),
         other => Err(CmdError::msg(format!(
@@ -207,8 +208,9 @@ fn imgtool_check(
         .map_err(|e| CmdError::msg(format!("Could not open '{file}': {e}")))
 }
 
-fn convert(words: &[String]) -> CmdResult {
+fn convert(ctl: &mut Ctl, words: &[String]) -> CmdResult {
     let (mut src_fmt, mut out_fmt, mut compress) = (None, "raw".to_string(), false);
+    let mut show_progress = false;
     let mut files = Vec::new();
     let mut it = words.iter();
     while let Some(w) = it.next() {
@@ -216,7 +218,10 @@ fn convert(words: &[String]) -> CmdResult {
             "-f" => src_fmt = Some(value(&mut it, "f")?.clone()),
             "-O" => out_fmt = value(&mut it, "O")?.clone(),
             "-c" => compress = true,
-            "-p" | "-q" | "-U" => {}
+            // Like qemu-img, -p prints whether or not stdout is a terminal; -q silences it.
+            "-p" => show_progress = true,
+            "-q" => show_progress = false,
+            "-U" => {}
             s if s.starts_with('-') && s.len() > 1 => {
                 return Err(CmdError::msg(format!("invalid option -- '{}'", &s[1..])))
             }
@@ -226,8 +231,29 @@ fn convert(words: &[String]) -> CmdResult {
     let [src, dst] = files.as_slice() else {
         return Err(CmdError::msg("Expecting one source and one target image"));
     };
-    imgtool::convert(src, src_fmt.as_deref(), &out_fmt, compress, dst)
-        .map_err(|e| CmdError::msg(format!("error converting '{src}' to '{dst}': {e}")))
+    let show_progress = show_progress && !ctl.quiet;
+    let mut bar = QemuProgress::new(&mut *ctl.out);
+    let mut report = |done, total| {
+        if show_progress {
+            bar.update(done, total)
+        }
+    };
+    let r = imgtool::convert(
+        src,
+        src_fmt.as_deref(),
+        &out_fmt,
+        compress,
+        dst,
+        &mut report,
+    );
+    if show_progress {
+        if r.is_ok() {
+            bar.complete();
+        } else {
+            bar.finish();
+        }
+    }
+    r.map_err(|e| CmdError::msg(format!("error converting '{src}' to '{dst}': {e}")))
 }
 
 fn resize(ctl: &mut Ctl, a: &Args, words: &[String]) -> CmdResult {

@@ -9,6 +9,7 @@ use crate::cli::{CmdError, CmdResult, Command, Ctl, Group};
 use crate::storage::domain::{paths_in_use, used};
 use crate::storage::driver::PoolState;
 use crate::storage::pool_xml::PoolSpec;
+use crate::storage::progress::{self, JobProgress};
 use crate::storage::size::{parse_size, pretty};
 use crate::storage::vol_xml::format_volume;
 use crate::storage::volume::Transfer;
@@ -803,8 +804,24 @@ pub const VOL_UPLOAD: Command = cmd(
         let v = vol(&d, a)?;
         let mut input = std::fs::File::open(file)
             .map_err(|e| CmdError::msg(format!("cannot read {file}: {e}")))?;
-        d.upload(Some(&v.pool), &v.name, &mut input, t)
-            .map_err(fail(format!("cannot upload to volume {}", v.name)))?;
+        let size = input.metadata().map(|m| m.len()).unwrap_or(0);
+        let expected = if t.length > 0 {
+            size.min(t.length)
+        } else {
+            size
+        };
+        // A bar only on a terminal: scripts and logs see exactly virsh's (empty) output.
+        let mut bar = JobProgress::new(&mut *ctl.err, "Upload", progress::is_tty(2));
+        d.upload_with_progress(
+            Some(&v.pool),
+            &v.name,
+            &mut input,
+            t,
+            expected,
+            &mut |done, total| bar.update(done, total),
+        )
+        .map_err(fail(format!("cannot upload to volume {}", v.name)))?;
+        bar.finish();
         Ok(())
     },
 );
@@ -826,7 +843,14 @@ pub const VOL_DOWNLOAD: Command = cmd(
             .truncate(true)
             .open(file)
             .map_err(|e| CmdError::msg(format!("cannot create {file}: {e}")))?;
-        let r = d.download(Some(&v.pool), &v.name, &mut out, t);
+        let mut bar = JobProgress::new(&mut *ctl.err, "Download", progress::is_tty(2));
+        let r =
+            d.download_with_progress(Some(&v.pool), &v.name, &mut out, t, &mut |done, total| {
+                bar.update(done, total)
+            });
+        if r.is_ok() {
+            bar.finish();
+        }
         if let Err(e) = r {
             let _ = std::fs::remove_file(file);
             return Err(CmdError::ctx(
