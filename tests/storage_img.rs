@@ -455,3 +455,51 @@ fn progress_bars() {
         .ok();
     assert_eq!((plain.stdout.as_str(), plain.stderr.as_str()), ("\n", ""));
 }
+
+/// `vol-wipe --algorithm`: scrub's patterns written by us (the last fixed pass is what stays),
+/// trim and unknown names refused as libvirt and virsh refuse them.
+#[test]
+fn vol_wipe_algorithms() {
+    let h = Host::new("storage-img-wipe");
+    let pool = h.dir.join("pool");
+    for args in [
+        &[
+            "pool-define-as",
+            "w",
+            "dir",
+            "--target",
+            pool.to_str().unwrap(),
+        ][..],
+        &["pool-build", "w"],
+        &["pool-start", "w"],
+        &["vol-create-as", "w", "v.img", "2M", "--format", "raw"],
+    ] {
+        h.run(args).ok();
+    }
+    std::fs::write(pool.join("v.img"), vec![0x42u8; 2 << 20]).unwrap();
+    for (alg, last) in [("dod", 0xffu8), ("bsi", 0x7f), ("schneier", 0x42)] {
+        let r = h
+            .run(&["vol-wipe", "v.img", "--pool", "w", "--algorithm", alg])
+            .ok();
+        assert_eq!(r.stdout, "Vol v.img wiped\n\n");
+        let data = std::fs::read(pool.join("v.img")).unwrap();
+        assert_eq!(data.len(), 2 << 20);
+        if alg == "schneier" {
+            // Ends with random passes: no trace of the earlier fixed pattern is left.
+            assert!(data.iter().filter(|b| **b == 0x7f).count() < data.len() / 16);
+        } else {
+            assert!(data.iter().all(|b| *b == last), "{alg}");
+        }
+    }
+    let r = h
+        .run(&["vol-wipe", "v.img", "--pool", "w", "--algorithm", "trim"])
+        .fails();
+    assert_eq!(
+        r.stderr,
+        "error: Failed to wipe vol v.img\nerror: argument unsupported: 'trim' algorithm not supported\n"
+    );
+    let r = h
+        .run(&["vol-wipe", "v.img", "--pool", "w", "--algorithm", "bogus"])
+        .fails();
+    assert_eq!(r.stderr, "error: Unsupported algorithm 'bogus'\n");
+}

@@ -13,6 +13,7 @@ pub mod progress;
 pub mod size;
 pub mod vol_xml;
 pub mod volume;
+pub mod wipe;
 
 pub use driver::{PoolRecord, PoolState, StorageDriver};
 pub use error::StorageError;

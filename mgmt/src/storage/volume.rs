@@ -48,7 +48,7 @@ pub struct VolInfo {
 }
 
 impl VolInfo {
-    fn read(pool: &str, path: &Path) -> Result<VolInfo, StorageError> {
+    pub(crate) fn read(pool: &str, path: &Path) -> Result<VolInfo, StorageError> {
         let meta = std::fs::metadata(path).map_err(StorageError::io("cannot stat volume", path))?;
         let s = image::inspect(path)?;
         let backing = s.backing.map(|(p, format)| BackingInfo {

@@ -873,18 +873,39 @@ pub const VOL_WIPE: Command = cmd(
         string("algorithm", "perform selected wiping algorithm"),
     ],
     |ctl, a| {
-        if let Some(alg) = a.get("algorithm").filter(|s| *s != "zero") {
+        const ALGORITHMS: &[&str] = &[
+            "zero",
+            "nnsa",
+            "dod",
+            "bsi",
+            "gutmann",
+            "schneier",
+            "pfitzner7",
+            "pfitzner33",
+            "random",
+            "trim",
+        ];
+        let alg = a.get("algorithm").unwrap_or("zero");
+        if !ALGORITHMS.contains(&alg) {
+            return Err(CmdError::msg(format!("Unsupported algorithm '{alg}'")));
+        }
+        let key = a.get("vol").unwrap_or_default();
+        if alg == "trim" {
+            // libvirt's local-file backend refuses trim outright (storageBackendVolWipeLocalFile).
             return Err(CmdError::ctx(
-                format!("Failed to wipe vol {}", a.get("vol").unwrap_or_default()),
-                format!("Operation not supported: wiping algorithm '{alg}' is not supported (only zero)"),
+                format!("Failed to wipe vol {key}"),
+                "argument unsupported: 'trim' algorithm not supported",
             ));
         }
         let d = driver(ctl)?;
-        let key = a.get("vol").unwrap_or_default();
         let v = vol(&d, a)?;
         let busy = in_use(ctl)?;
-        d.wipe_volume(Some(&v.pool), &v.name, &|p| used(&busy, p))
-            .map_err(fail(format!("Failed to wipe vol {key}")))?;
+        if alg == "zero" {
+            d.wipe_volume(Some(&v.pool), &v.name, &|p| used(&busy, p))
+        } else {
+            d.wipe_volume_with(Some(&v.pool), &v.name, alg, &|p| used(&busy, p))
+        }
+        .map_err(fail(format!("Failed to wipe vol {key}")))?;
         ctl.print_extra(&format!("Vol {key} wiped\n"));
         Ok(())
     },
