@@ -91,6 +91,9 @@ pub struct Ctl<'a> {
     conn: Option<Connection>,
     /// Set by `quit`/`exit` in the interactive shell.
     pub exit_requested: bool,
+    /// A status other than virsh's 0/1 that the last command asks for (`img check` exits with
+    /// qemu-img's 2, 3 or 63).
+    pub exit_code: Option<i32>,
 }
 
 impl<'a> Ctl<'a> {
@@ -103,6 +106,7 @@ impl<'a> Ctl<'a> {
             env,
             conn: None,
             exit_requested: false,
+            exit_code: None,
         }
     }
 
@@ -190,6 +194,7 @@ fn report(ctl: &mut Ctl, e: &CmdError) {
 fn run_parsed(ctl: &mut Ctl, cmds: Vec<(&'static Command, Args)>) -> bool {
     let mut ok = true;
     for (cmd, args) in cmds {
+        ctl.exit_code = None;
         let result = if args.flag("help") {
             commands::help_for(ctl, cmd);
             Ok(())
@@ -364,6 +369,9 @@ pub fn main(
         _ => run_argv(&mut ctl, &g.rest),
     };
     let _ = ctl.out.flush();
+    if let Some(code) = ctl.exit_code {
+        return code;
+    }
     if ok {
         0
     } else {

@@ -303,6 +303,17 @@ pub fn copy(
     dst: &Path,
     spec: &CreateSpec,
 ) -> Result<(), StorageError> {
+    copy_with_progress(src, src_format, dst, spec, &mut super::progress::none())
+}
+
+/// [`copy`], telling `progress` how many bytes of the disk are done after each chunk.
+pub fn copy_with_progress(
+    src: &Path,
+    src_format: ImageFormat,
+    dst: &Path,
+    spec: &CreateSpec,
+    progress: super::progress::Report,
+) -> Result<(), StorageError> {
     let mut input = block::open(
         src,
         &OpenOptions {
@@ -323,6 +334,7 @@ pub fn copy(
         let size = input.size().min(output.size());
         let mut buf = vec![0u8; 1 << 20];
         let mut off = 0;
+        progress(0, size);
         while off < size {
             let n = (size - off).min(buf.len() as u64) as usize;
             input.read_at(&mut buf[..n], off)?;
@@ -330,6 +342,7 @@ pub fn copy(
                 output.write_at(&buf[..n], off)?;
             }
             off += n as u64;
+            progress(off, size);
         }
         output.flush()?;
         Ok::<(), StorageError>(())

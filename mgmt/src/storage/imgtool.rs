@@ -274,7 +274,8 @@ pub fn info_text(filename: &str) -> Result<String, StorageError> {
     Ok(s)
 }
 
-fn json_str(s: &str) -> String {
+/// A JSON string literal as QEMU's JSON writer quotes it.
+pub fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -532,6 +533,7 @@ pub fn convert(
     out_format: &str,
     compress: bool,
     dst: &str,
+    progress: super::progress::Report,
 ) -> Result<(), StorageError> {
     let src_path = Path::new(src);
     let in_fmt = match src_format {
@@ -563,7 +565,7 @@ pub fn convert(
     let dst_path = Path::new(dst);
     let _ = std::fs::remove_file(dst_path);
     if !compress {
-        return image::copy(src_path, in_fmt, dst_path, &spec);
+        return image::copy_with_progress(src_path, in_fmt, dst_path, &spec, progress);
     }
     use ironvirt_devices::block::{self, BlockBackend, OpenOptions};
     let mut input = block::open(
@@ -587,6 +589,7 @@ pub fn convert(
         let mut buf = vec![0u8; cs as usize];
         let total = output.size();
         let mut cluster = 0u64;
+        progress(0, total);
         while cluster * cs < total {
             let n = (total - cluster * cs).min(cs) as usize;
             input.read_at(&mut buf[..n], cluster * cs)?;
@@ -594,6 +597,7 @@ pub fn convert(
                 output.write_compressed(cluster, &buf[..n])?;
             }
             cluster += 1;
+            progress((cluster * cs).min(total), total);
         }
         output.flush()?;
         output.close()?;

@@ -7,11 +7,14 @@ pub mod domain;
 pub mod driver;
 pub mod error;
 pub mod image;
+pub mod imgcheck;
 pub mod imgtool;
 pub mod pool_xml;
+pub mod progress;
 pub mod size;
 pub mod vol_xml;
 pub mod volume;
+pub mod wipe;
 
 pub use driver::{PoolRecord, PoolState, StorageDriver};
 pub use error::StorageError;

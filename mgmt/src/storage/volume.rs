@@ -12,6 +12,7 @@ use ironvirt_devices::block::ImageFormat;
 use super::backend::{logical, Backend};
 use super::driver::{PoolRecord, StorageDriver};
 use super::image::{self, CreateSpec};
+use super::progress;
 use super::vol_xml::VolDef;
 use super::StorageError;
 
@@ -49,7 +50,7 @@ pub struct VolInfo {
 }
 
 impl VolInfo {
-    fn read(pool: &str, path: &Path) -> Result<VolInfo, StorageError> {
+    pub(crate) fn read(pool: &str, path: &Path) -> Result<VolInfo, StorageError> {
         let meta = std::fs::metadata(path).map_err(StorageError::io("cannot stat volume", path))?;
         let s = image::inspect(path)?;
         let backing = s.backing.map(|(p, format)| BackingInfo {
@@ -503,6 +504,20 @@ impl StorageDriver {
         input: &mut dyn Read,
         t: Transfer,
     ) -> Result<u64, StorageError> {
+        self.upload_with_progress(pool, vol, input, t, 0, &mut progress::none())
+    }
+
+    /// [`StorageDriver::upload`], telling `progress` the bytes moved so far out of `expected`
+    /// (what the caller knows of the input's length; 0 if unknown).
+    pub fn upload_with_progress(
+        &self,
+        pool: Option<&str>,
+        vol: &str,
+        input: &mut dyn Read,
+        t: Transfer,
+        expected: u64,
+        progress: progress::Report,
+    ) -> Result<u64, StorageError> {
         let v = self.volume(pool, vol)?;
         let path = PathBuf::from(&v.path);
         let f = std::fs::OpenOptions::new()
@@ -512,6 +527,7 @@ impl StorageDriver {
         let mut buf = vec![0u8; 1 << 20];
         let mut off = t.offset;
         let mut done = 0u64;
+        progress(0, expected);
         loop {
             let want = if t.length > 0 {
                 (t.length - done).min(buf.len() as u64) as usize
@@ -534,6 +550,7 @@ impl StorageDriver {
             }
             off += n as u64;
             done += n as u64;
+            progress(done, expected.max(done));
         }
         let len = byte_len(&f, &path)?;
         let is_file = f.metadata().is_ok_and(|m| m.is_file());
@@ -556,6 +573,18 @@ impl StorageDriver {
         out: &mut File,
         t: Transfer,
     ) -> Result<u64, StorageError> {
+        self.download_with_progress(pool, vol, out, t, &mut progress::none())
+    }
+
+    /// [`StorageDriver::download`], telling `progress` the bytes moved out of the total.
+    pub fn download_with_progress(
+        &self,
+        pool: Option<&str>,
+        vol: &str,
+        out: &mut File,
+        t: Transfer,
+        progress: progress::Report,
+    ) -> Result<u64, StorageError> {
         let v = self.volume(pool, vol)?;
         let path = PathBuf::from(&v.path);
         let f = File::open(&path).map_err(StorageError::io("cannot open volume", &path))?;
@@ -569,6 +598,7 @@ impl StorageDriver {
         let mut off = t.offset.min(end);
         let mut done = 0u64;
         let mut holes = false;
+        progress(0, end - off);
         while off < end {
             let n = (end - off).min(buf.len() as u64) as usize;
             f.read_exact_at(&mut buf[..n], off)
@@ -584,6 +614,7 @@ impl StorageDriver {
             }
             off += n as u64;
             done += n as u64;
+            progress(done, end - t.offset.min(end));
         }
         if holes {
             let pos = out

@@ -35,6 +35,7 @@
 //! zero data, so reads after discard/write-zeroes return zeroes everywhere.
 
 pub mod cache;
+pub mod check;
 pub mod compress;
 pub mod create;
 pub mod header;
@@ -46,6 +47,7 @@ pub mod table;
 
 use std::path::{Path, PathBuf};
 
+pub use check::{check, CheckResult, Repair};
 pub use create::{create, CreateOptions};
 pub use header::CompressionType;
 pub use info::{info, ImageInfo};

@@ -101,6 +101,23 @@ impl Refcounts {
         })
     }
 
+    /// A refcount structure that ignores the one on disk, for [`Refcounts::rebuild`] of an image whose
+    /// refcount table is itself damaged (so [`Refcounts::load`] would refuse it).
+    pub fn blank(file: &ImageFile, hdr: &Header) -> Refcounts {
+        Refcounts {
+            path: file.path().to_path_buf(),
+            cluster_bits: hdr.cluster_bits,
+            order: hdr.refcount_order,
+            table_offset: hdr.refcount_table_offset,
+            table_clusters: u64::from(hdr.refcount_table_clusters),
+            table: Vec::new(),
+            disk_entries: 0,
+            blocks: Lru::new(4),
+            end_cluster: file.len().div_ceil(hdr.cluster_size()),
+            growing: false,
+        }
+    }
+
     pub fn table_offset(&self) -> u64 {
         self.table_offset
     }

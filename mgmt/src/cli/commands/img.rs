@@ -4,15 +4,20 @@
 
 use crate::cli::spec::{argv, flag, string, Args};
 use crate::cli::{CmdError, CmdResult, Command, Ctl, Group};
+use crate::storage::imgcheck::Chunk;
 use crate::storage::imgtool::{self, parse_qemu_size, CreateArgs};
+use crate::storage::progress::QemuProgress;
 
 pub const IMG: Command = Command {
     name: "img",
     group: Group::Host,
-    summary: "disk image tool (qemu-img create, info, convert, resize, snapshot -l)",
+    summary: "disk image tool (qemu-img create, info, check, convert, resize, snapshot -l)",
     description: "Creates and inspects raw and qcow2 images like qemu-img: \
                   'img create [-f fmt] [-b backing -F fmt] [-o opts] FILE [SIZE]', \
-                  'img info [-U] [--output human|json] FILE'.",
+                  'img info [-U] [--output human|json] FILE', \
+                  'img check [-f fmt] [-r leaks|all] [--output human|json] FILE' (exit status 0 clean, \
+                  2 corruptions, 3 leaked clusters, 1 check failed, 63 format without checks), \
+                  'img convert [-p] [-c] [-f fmt] [-O fmt] SRC DST', 'img resize FILE [+|-]SIZE'.",
     opts: &[
         string("output", "output format for info: human (default) or json"),
         flag("force-share", "accepted (images are never locked for info)"),
@@ -32,11 +37,12 @@ fn img(ctl: &mut Ctl, a: &Args) -> CmdResult {
     match sub.as_str() {
         "create" => create(ctl, rest),
         "info" => info(ctl, a, rest),
-        "convert" => convert(rest),
+        "check" => check(ctl, a, rest),
+        "convert" => convert(ctl, rest),
         "resize" => resize(ctl, a, rest),
         "snapshot" => snapshot(ctl, rest),
         other => Err(CmdError::msg(format!(
-            "Command not found: {other} (ironvirt img supports create, info, convert, resize and snapshot -l)"
+            "Command not found: {other} (ironvirt img supports create, info, check, convert, resize and snapshot -l)"
         ))),
     }
 }
@@ -132,8 +138,79 @@ fn info(ctl: &mut Ctl, a: &Args, words: &[String]) -> CmdResult {
     Ok(())
 }
 
-fn convert(words: &[String]) -> CmdResult {
+fn check(ctl: &mut Ctl, a: &Args, words: &[String]) -> CmdResult {
+    use ironvirt_devices::block::qcow2::Repair;
+    let mut json = matches!(a.get("output"), Some("json"));
+    if let Some(o) = a.get("output") {
+        if o != "json" && o != "human" {
+            return Err(CmdError::msg(
+                "--output must be used with human or json as argument.",
+            ));
+        }
+    }
+    let (mut format, mut repair, mut quiet, mut file) = (None, Repair::None, false, None);
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "-f" => format = Some(value(&mut it, "f")?.clone()),
+            "-r" => {
+                repair = match value(&mut it, "r")?.as_str() {
+                    "leaks" => Repair::Leaks,
+                    "all" => Repair::All,
+                    _ => {
+                        return Err(CmdError::msg(
+                            "Unknown option value for -r (expecting 'leaks' or 'all')",
+                        ))
+                    }
+                }
+            }
+            "-q" => quiet = true,
+            "-U" | "--force-share" => {}
+            "--output" => json = value(&mut it, "-output")? == "json",
+            "--output=json" => json = true,
+            "--output=human" => json = false,
+            s if s.starts_with('-') && s.len() > 1 => {
+                return Err(CmdError::msg(format!("invalid option -- '{}'", &s[1..])))
+            }
+            _ => file = Some(w.clone()),
+        }
+    }
+    let file = file.ok_or_else(|| CmdError::msg("Expecting one image file name"))?;
+    let out = imgtool_check(&file, format.as_deref(), repair, json, quiet || ctl.quiet)?;
+    for chunk in &out.chunks {
+        // Both streams are flushed at every switch so a terminal shows them in qemu-img's order.
+        match chunk {
+            Chunk::Stdout(s) => {
+                ctl.print(s);
+                let _ = ctl.out.flush();
+            }
+            Chunk::Stderr(line) => {
+                let _ = writeln!(ctl.err, "{line}");
+                let _ = ctl.err.flush();
+            }
+        }
+    }
+    ctl.exit_code = Some(out.exit);
+    match out.error {
+        Some(why) => Err(CmdError::msg(why)),
+        None => Ok(()),
+    }
+}
+
+fn imgtool_check(
+    file: &str,
+    format: Option<&str>,
+    repair: ironvirt_devices::block::qcow2::Repair,
+    json: bool,
+    quiet: bool,
+) -> Result<crate::storage::imgcheck::CheckOutput, CmdError> {
+    crate::storage::imgcheck::check(file, format, repair, json, quiet)
+        .map_err(|e| CmdError::msg(format!("Could not open '{file}': {e}")))
+}
+
+fn convert(ctl: &mut Ctl, words: &[String]) -> CmdResult {
     let (mut src_fmt, mut out_fmt, mut compress) = (None, "raw".to_string(), false);
+    let mut show_progress = false;
     let mut files = Vec::new();
     let mut it = words.iter();
     while let Some(w) = it.next() {
@@ -141,7 +218,10 @@ fn convert(words: &[String]) -> CmdResult {
             "-f" => src_fmt = Some(value(&mut it, "f")?.clone()),
             "-O" => out_fmt = value(&mut it, "O")?.clone(),
             "-c" => compress = true,
-            "-p" | "-q" | "-U" => {}
+            // Like qemu-img, -p prints whether or not stdout is a terminal; -q silences it.
+            "-p" => show_progress = true,
+            "-q" => show_progress = false,
+            "-U" => {}
             s if s.starts_with('-') && s.len() > 1 => {
                 return Err(CmdError::msg(format!("invalid option -- '{}'", &s[1..])))
             }
@@ -151,8 +231,29 @@ fn convert(words: &[String]) -> CmdResult {
     let [src, dst] = files.as_slice() else {
         return Err(CmdError::msg("Expecting one source and one target image"));
     };
-    imgtool::convert(src, src_fmt.as_deref(), &out_fmt, compress, dst)
-        .map_err(|e| CmdError::msg(format!("error converting '{src}' to '{dst}': {e}")))
+    let show_progress = show_progress && !ctl.quiet;
+    let mut bar = QemuProgress::new(&mut *ctl.out);
+    let mut report = |done, total| {
+        if show_progress {
+            bar.update(done, total)
+        }
+    };
+    let r = imgtool::convert(
+        src,
+        src_fmt.as_deref(),
+        &out_fmt,
+        compress,
+        dst,
+        &mut report,
+    );
+    if show_progress {
+        if r.is_ok() {
+            bar.complete();
+        } else {
+            bar.finish();
+        }
+    }
+    r.map_err(|e| CmdError::msg(format!("error converting '{src}' to '{dst}': {e}")))
 }
 
 fn resize(ctl: &mut Ctl, a: &Args, words: &[String]) -> CmdResult {

@@ -10,6 +10,7 @@ use crate::storage::backend::BuildFlags;
 use crate::storage::domain::{paths_in_use, used};
 use crate::storage::driver::PoolState;
 use crate::storage::pool_xml::PoolSpec;
+use crate::storage::progress::{self, JobProgress};
 use crate::storage::size::{parse_size, pretty};
 use crate::storage::vol_xml::format_volume;
 use crate::storage::volume::Transfer;
@@ -813,8 +814,24 @@ pub const VOL_UPLOAD: Command = cmd(
         let v = vol(&d, a)?;
         let mut input = std::fs::File::open(file)
             .map_err(|e| CmdError::msg(format!("cannot read {file}: {e}")))?;
-        d.upload(Some(&v.pool), &v.name, &mut input, t)
-            .map_err(fail(format!("cannot upload to volume {}", v.name)))?;
+        let size = input.metadata().map(|m| m.len()).unwrap_or(0);
+        let expected = if t.length > 0 {
+            size.min(t.length)
+        } else {
+            size
+        };
+        // A bar only on a terminal: scripts and logs see exactly virsh's (empty) output.
+        let mut bar = JobProgress::new(&mut *ctl.err, "Upload", progress::is_tty(2));
+        d.upload_with_progress(
+            Some(&v.pool),
+            &v.name,
+            &mut input,
+            t,
+            expected,
+            &mut |done, total| bar.update(done, total),
+        )
+        .map_err(fail(format!("cannot upload to volume {}", v.name)))?;
+        bar.finish();
         Ok(())
     },
 );
@@ -836,7 +853,14 @@ pub const VOL_DOWNLOAD: Command = cmd(
             .truncate(true)
             .open(file)
             .map_err(|e| CmdError::msg(format!("cannot create {file}: {e}")))?;
-        let r = d.download(Some(&v.pool), &v.name, &mut out, t);
+        let mut bar = JobProgress::new(&mut *ctl.err, "Download", progress::is_tty(2));
+        let r =
+            d.download_with_progress(Some(&v.pool), &v.name, &mut out, t, &mut |done, total| {
+                bar.update(done, total)
+            });
+        if r.is_ok() {
+            bar.finish();
+        }
         if let Err(e) = r {
             let _ = std::fs::remove_file(file);
             return Err(CmdError::ctx(
@@ -859,18 +883,39 @@ pub const VOL_WIPE: Command = cmd(
         string("algorithm", "perform selected wiping algorithm"),
     ],
     |ctl, a| {
-        if let Some(alg) = a.get("algorithm").filter(|s| *s != "zero") {
+        const ALGORITHMS: &[&str] = &[
+            "zero",
+            "nnsa",
+            "dod",
+            "bsi",
+            "gutmann",
+            "schneier",
+            "pfitzner7",
+            "pfitzner33",
+            "random",
+            "trim",
+        ];
+        let alg = a.get("algorithm").unwrap_or("zero");
+        if !ALGORITHMS.contains(&alg) {
+            return Err(CmdError::msg(format!("Unsupported algorithm '{alg}'")));
+        }
+        let key = a.get("vol").unwrap_or_default();
+        if alg == "trim" {
+            // libvirt's local-file backend refuses trim outright (storageBackendVolWipeLocalFile).
             return Err(CmdError::ctx(
-                format!("Failed to wipe vol {}", a.get("vol").unwrap_or_default()),
-                format!("Operation not supported: wiping algorithm '{alg}' is not supported (only zero)"),
+                format!("Failed to wipe vol {key}"),
+                "argument unsupported: 'trim' algorithm not supported",
             ));
         }
         let d = driver(ctl)?;
-        let key = a.get("vol").unwrap_or_default();
         let v = vol(&d, a)?;
         let busy = in_use(ctl)?;
-        d.wipe_volume(Some(&v.pool), &v.name, &|p| used(&busy, p))
-            .map_err(fail(format!("Failed to wipe vol {key}")))?;
+        if alg == "zero" {
+            d.wipe_volume(Some(&v.pool), &v.name, &|p| used(&busy, p))
+        } else {
+            d.wipe_volume_with(Some(&v.pool), &v.name, alg, &|p| used(&busy, p))
+        }
+        .map_err(fail(format!("Failed to wipe vol {key}")))?;
         ctl.print_extra(&format!("Vol {key} wiped\n"));
         Ok(())
     },
