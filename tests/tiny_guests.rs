@@ -37,6 +37,7 @@ fn config(kernel: PathBuf, serial_log: PathBuf, vcpus: u32) -> VmConfig {
         virtio_mmio_on_cmdline: false,
         balloon: None,
         interfaces: Vec::new(),
+        pit: false,
         serial: Some(SerialConfig::File {
             path: serial_log,
             append: false,

@@ -112,6 +112,7 @@ fn config(kernel: &Path, log: &Path) -> VmConfig {
             deflate_on_oom: false,
         }),
         interfaces: Vec::new(),
+        pit: false,
     }
 }
 

@@ -205,6 +205,7 @@ fn blk_config(
         virtio_mmio_on_cmdline: false,
         balloon: None,
         interfaces: Vec::new(),
+        pit: false,
     }
 }
 

@@ -258,6 +258,7 @@ fn tiny_guest_exchanges_frames_over_virtio_net() {
             mtu: None,
             link_up: true,
         }],
+        pit: false,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let ns_name = ns.0.clone();

@@ -448,16 +448,21 @@ impl Machine {
         vm_fd
             .create_irq_chip()
             .map_err(|e| VmError::Kvm("KVM_CREATE_IRQCHIP", e))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        vm_fd
-            .create_pit2(pit)
-            .map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
-
+        // The irqchip's I/O-bus registrations leave kernel SRCU callbacks pending, and destroying the VM waits
+        // for them (srcu_barrier), a normal grace period of ~10 ms. Registering guest memory afterwards runs
+        // an expedited grace period on the same SRCU that retires them at once: a tiny guest's launch-to-exit
+        // went from ~19 ms to ~12 ms with this order.
         let memory = crate::memory::create(config.memory_bytes)?;
         register_memory(&vm_fd, &memory)?;
+        if config.pit {
+            let pit = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            vm_fd
+                .create_pit2(pit)
+                .map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
+        }
 
         let layout = ApicLayout::new(&config.topology);
         let apic_ids: Vec<u32> = (0..config.vcpus).map(|i| layout.apic_id(i)).collect();

@@ -3,6 +3,7 @@
 //! Define accepts any valid domain; only starting it goes through here, so a domain that uses a
 //! feature we lack stays defined and starts once the feature lands.
 
+mod clock;
 mod devices;
 mod disks;
 pub mod interfaces;
@@ -60,6 +61,7 @@ pub fn vm_config(domain: &Domain) -> Result<VmConfig, LaunchError> {
         virtio_mmio_on_cmdline: metadata_flag(domain, "virtio-mmio-cmdline"),
         balloon: devices::balloon_config(domain)?,
         interfaces: interfaces::net_configs(domain)?,
+        pit: clock::pit(domain)?,
     })
 }
 

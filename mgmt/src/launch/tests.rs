@@ -398,3 +398,22 @@ fn interfaces() {
     ))
     .contains("mac address"));
 }
+
+#[test]
+fn pit_only_when_asked_for() {
+    let pit = |clock: &str| config(&doc(clock, "", "")).unwrap().pit;
+    assert!(!pit(""));
+    assert!(!pit(
+        "<clock offset='utc'><timer name='pit' tickpolicy='delay'/></clock>"
+    ));
+    assert!(!pit(
+        "<clock offset='utc'><timer name='pit' present='no'/></clock>"
+    ));
+    assert!(pit("<clock offset='utc'><timer name='pit' present='yes'/><timer name='hpet' present='no'/></clock>"));
+    let m = unsupported(&doc(
+        "<clock offset='utc'><timer name='hpet' present='yes'/></clock>",
+        "",
+        "",
+    ));
+    assert!(m.contains("timer 'hpet'"), "{m}");
+}
