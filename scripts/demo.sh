@@ -3,6 +3,6 @@
 # shows its console: directly under ironvirt-vmm on hardware KVM, inside the lab elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p ironvirt --bin ironvirt-vmm
+scripts/build-vmm.sh >/dev/null
 cargo build --release -p ironvirt-lab
 exec target/release/ironvirt-lab demo --vmm target/release/ironvirt-vmm --domain examples/demo.xml "$@"

@@ -113,21 +113,17 @@ fn build_binaries(o: &Options) -> Result<(PathBuf, PathBuf), String> {
     Ok((guest_io, vmm))
 }
 
-/// ironvirt-vmm as users run it: a release build.
+/// ironvirt-vmm as it is deployed: the static release build of `scripts/build-vmm.sh`.
 fn build_release_vmm() -> Result<PathBuf, String> {
-    cargo(
-        &[
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "ironvirt",
-            "--bin",
-            "ironvirt-vmm",
-        ],
-        None,
-    )?;
-    Ok(workspace_root().join("target/release/ironvirt-vmm"))
+    let script = workspace_root().join("scripts/build-vmm.sh");
+    let out = Command::new(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed ({})", script.display(), out.status));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 fn run(o: &Options) -> Result<(), String> {
