@@ -108,9 +108,7 @@ fn build_binaries(o: &Options) -> Result<(PathBuf, PathBuf), String> {
         .join("release/guest-io");
     let vmm = match &o.vmm {
         Some(v) => v.clone(),
-        None => {
-            build_release_vmm()?
-        }
+        None => build_release_vmm()?,
     };
     Ok((guest_io, vmm))
 }
@@ -118,7 +116,15 @@ fn build_binaries(o: &Options) -> Result<(PathBuf, PathBuf), String> {
 /// ironvirt-vmm as users run it: a release build.
 fn build_release_vmm() -> Result<PathBuf, String> {
     cargo(
-        &["build", "--release", "-q", "-p", "ironvirt", "--bin", "ironvirt-vmm"],
+        &[
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "ironvirt",
+            "--bin",
+            "ironvirt-vmm",
+        ],
         None,
     )?;
     Ok(workspace_root().join("target/release/ironvirt-vmm"))

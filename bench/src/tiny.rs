@@ -220,7 +220,9 @@ pub fn run(args: &[String], build_vmm: impl Fn() -> Result<PathBuf, String>) -> 
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let kernel = dir.join("tiny.elf");
     let xml = dir.join("tiny.xml");
-    let write = |p: &Path, data: &[u8]| std::fs::write(p, data).map_err(|e| format!("{}: {e}", p.display()));
+    let write = |p: &Path, data: &[u8]| {
+        std::fs::write(p, data).map_err(|e| format!("{}: {e}", p.display()))
+    };
     write(&kernel, &pvh_elf(&guest_code()))?;
     write(&xml, domain_xml(&kernel, o.memory_mib).as_bytes())?;
 
@@ -231,11 +233,21 @@ pub fn run(args: &[String], build_vmm: impl Fn() -> Result<PathBuf, String>) -> 
     };
     let qemu = || {
         let mut c = Command::new(&o.qemu);
-        c.args(["-M", "microvm", "-bios", QBOOT, "-accel", "kvm", "-smp", "1", "-m"])
-            .arg(format!("{}M", o.memory_mib))
-            .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"])
-            .arg("-kernel")
-            .arg(&kernel);
+        c.args([
+            "-M", "microvm", "-bios", QBOOT, "-accel", "kvm", "-smp", "1", "-m",
+        ])
+        .arg(format!("{}M", o.memory_mib))
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(&kernel);
         c
     };
     // One untimed launch each warms the page cache for both binaries and their libraries.
