@@ -2,47 +2,14 @@
 //! qemu-img (the oracle, never used by ironvirt itself) checking every image we make.
 
 mod cli;
+mod oracle;
 mod support;
 
 use std::path::Path;
 use std::process::Command;
 
 use cli::*;
-
-/// `qemu-img check` passes and `qemu-img info` reports `virtual` bytes and `format`.
-#[track_caller]
-fn qemu_agrees(path: &Path, format: &str, virtual_size: u64) {
-    if format == "qcow2" {
-        let out = Command::new("qemu-img")
-            .args(["check", "-U"])
-            .arg(path)
-            .output()
-            .expect("qemu-img (qemu-utils) is needed as the test oracle");
-        assert!(
-            out.status.success(),
-            "qemu-img check {}: {}{}",
-            path.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out = Command::new("qemu-img")
-        .args(["info", "-U", "--output", "json"])
-        .arg(path)
-        .output()
-        .expect("qemu-img");
-    let info = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        info.contains(&format!("\"virtual-size\": {virtual_size},")),
-        "{}: {info}",
-        path.display()
-    );
-    assert!(
-        info.contains(&format!("\"format\": \"{format}\"")),
-        "{}: {info}",
-        path.display()
-    );
-}
+use oracle::vol_agrees;
 
 #[test]
 fn dir_pool_end_to_end() {
@@ -123,10 +90,10 @@ fn dir_pool_end_to_end() {
         "--prealloc-metadata",
     ])
     .ok();
-    qemu_agrees(&target.join("a.img"), "raw", 64 << 20);
-    qemu_agrees(&target.join("b.qcow2"), "qcow2", 1 << 30);
-    qemu_agrees(&target.join("c.qcow2"), "qcow2", 1 << 30);
-    qemu_agrees(&target.join("d.qcow2"), "qcow2", 100 << 20);
+    vol_agrees(&h, "p", "a.img", "raw", 64 << 20);
+    vol_agrees(&h, "p", "b.qcow2", "qcow2", 1 << 30);
+    vol_agrees(&h, "p", "c.qcow2", "qcow2", 1 << 30);
+    vol_agrees(&h, "p", "d.qcow2", "qcow2", 100 << 20);
 
     let vols = h.run(&["vol-list", "p"]).ok().stdout;
     assert!(vols.starts_with(" Name      Path"), "{vols}");
@@ -239,19 +206,19 @@ fn dir_pool_end_to_end() {
     );
     h.run(&["vol-clone", "c.qcow2", "c2.qcow2", "--pool", "p"])
         .ok();
-    qemu_agrees(&target.join("c2.qcow2"), "qcow2", 1 << 30);
+    vol_agrees(&h, "p", "c2.qcow2", "qcow2", 1 << 30);
     assert_eq!(
         h.run(&["vol-resize", "a.img", "128M", "--pool", "p"])
             .ok()
             .stdout,
         "Size of volume 'a.img' successfully changed to 128M\n\n"
     );
-    qemu_agrees(&target.join("a.img"), "raw", 128 << 20);
+    vol_agrees(&h, "p", "a.img", "raw", 128 << 20);
     h.run(&["vol-resize", "b.qcow2", "2G", "--pool", "p"]).ok();
-    qemu_agrees(&target.join("b.qcow2"), "qcow2", 2 << 30);
+    vol_agrees(&h, "p", "b.qcow2", "qcow2", 2 << 30);
     h.run(&["vol-resize", "d.qcow2", "50M", "--pool", "p", "--delta"])
         .ok();
-    qemu_agrees(&target.join("d.qcow2"), "qcow2", 150 << 20);
+    vol_agrees(&h, "p", "d.qcow2", "qcow2", 150 << 20);
     let e = h
         .run(&["vol-resize", "a.img", "1M", "--pool", "p"])
         .fails()
@@ -323,12 +290,447 @@ fn dir_pool_end_to_end() {
     assert_eq!(e, "error: failed to get pool 'p'\nerror: Storage pool not found: no storage pool with matching name 'p'\n");
 }
 
+/// `qemu-img compare` of two images says they hold the same disk contents.
+#[track_caller]
+fn same_contents(a: &Path, b: &Path) {
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-U"])
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{} vs {}: {}{}",
+        a.display(),
+        b.display(),
+        String::from_utf8_lossy(&cmp.stdout),
+        String::from_utf8_lossy(&cmp.stderr)
+    );
+}
+
+fn allocation(h: &Host, pool: &str, vol: &str) -> u64 {
+    let info = h
+        .run(&["vol-info", vol, "--pool", pool, "--bytes"])
+        .ok()
+        .stdout;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Allocation:"))
+        .and_then(|v| v.trim().trim_end_matches(" bytes").parse().ok())
+        .unwrap_or_else(|| panic!("{info}"))
+}
+
+/// Every way of making a volume, checked against qemu-img: libvirt's allocation rules
+/// (an omitted allocation means fully allocated; qcow2 is preallocated only with
+/// --prealloc-metadata: metadata below the capacity, falloc at it), compat 0.10 by default,
+/// backing files, resize.
+#[test]
+fn every_created_volume_agrees_with_qemu_img() {
+    let h = Host::new("storage-agree");
+    let target = h.dir.join("pool");
+    let t = target.to_str().unwrap();
+    for args in [
+        &["pool-define-as", "q", "dir", "--target", t][..],
+        &["pool-build", "q"],
+        &["pool-start", "q"],
+    ] {
+        h.run(args).ok();
+    }
+    let mib = 1u64 << 20;
+    // raw: no --allocation = fully allocated; --allocation N reserves N.
+    h.run(&["vol-create-as", "q", "full.img", "8M"]).ok();
+    let q = vol_agrees(&h, "q", "full.img", "raw", 8 * mib);
+    assert!(q.actual_size >= 8 * mib, "{}", q.json);
+    h.run(&[
+        "vol-create-as",
+        "q",
+        "sparse.img",
+        "8M",
+        "--allocation",
+        "0",
+    ])
+    .ok();
+    let q = vol_agrees(&h, "q", "sparse.img", "raw", 8 * mib);
+    assert_eq!(q.actual_size, 0, "{}", q.json);
+    h.run(&["vol-create-as", "q", "part.img", "8M", "--allocation", "2M"])
+        .ok();
+    let q = vol_agrees(&h, "q", "part.img", "raw", 8 * mib);
+    assert!((2 * mib..8 * mib).contains(&q.actual_size), "{}", q.json);
+    let e = h
+        .run(&["vol-create-as", "q", "x.img", "1M", "--prealloc-metadata"])
+        .fails()
+        .stderr;
+    assert!(
+        e.contains("metadata preallocation is not supported for raw volumes"),
+        "{e}"
+    );
+
+    // qcow2: compat 0.10 unless asked; no preallocation without the flag, whatever the
+    // allocation says.
+    h.run(&[
+        "vol-create-as",
+        "q",
+        "plain.qcow2",
+        "64M",
+        "--format",
+        "qcow2",
+    ])
+    .ok();
+    let q = vol_agrees(&h, "q", "plain.qcow2", "qcow2", 64 * mib);
+    assert_eq!(q.compat.as_deref(), Some("0.10"));
+    assert!(q.actual_size < mib, "{}", q.json);
+    h.run(&[
+        "vol-create-as",
+        "q",
+        "alloc.qcow2",
+        "64M",
+        "--format",
+        "qcow2",
+        "--allocation",
+        "64M",
+    ])
+    .ok();
+    let q = vol_agrees(&h, "q", "alloc.qcow2", "qcow2", 64 * mib);
+    assert!(q.actual_size < mib, "{}", q.json);
+    h.run(&[
+        "vol-create-as",
+        "q",
+        "meta.qcow2",
+        "64M",
+        "--format",
+        "qcow2",
+        "--allocation",
+        "0",
+        "--prealloc-metadata",
+    ])
+    .ok();
+    let q = vol_agrees(&h, "q", "meta.qcow2", "qcow2", 64 * mib);
+    assert!(q.actual_size < 8 * mib, "metadata only: {}", q.json);
+    h.run(&[
+        "vol-create-as",
+        "q",
+        "falloc.qcow2",
+        "64M",
+        "--format",
+        "qcow2",
+        "--prealloc-metadata",
+    ])
+    .ok();
+    let q = vol_agrees(&h, "q", "falloc.qcow2", "qcow2", 64 * mib);
+    assert!(q.actual_size >= 64 * mib, "falloc: {}", q.json);
+    h.run(&[
+        "vol-create-as",
+        "q",
+        "top.qcow2",
+        "64M",
+        "--format",
+        "qcow2",
+        "--backing-vol",
+        "plain.qcow2",
+        "--backing-vol-format",
+        "qcow2",
+    ])
+    .ok();
+    let q = vol_agrees(&h, "q", "top.qcow2", "qcow2", 64 * mib);
+    assert_eq!(
+        q.backing.as_deref(),
+        Some(format!("{t}/plain.qcow2").as_str())
+    );
+    let e = h
+        .run(&[
+            "vol-create-as",
+            "q",
+            "x.qcow2",
+            "64M",
+            "--format",
+            "qcow2",
+            "--backing-vol",
+            "plain.qcow2",
+            "--prealloc-metadata",
+        ])
+        .fails()
+        .stderr;
+    assert!(
+        e.contains("metadata preallocation conflicts with backing store"),
+        "{e}"
+    );
+    // From XML: compat 1.1 with lazy refcounts and 4 KiB clusters.
+    let xml = h.dir.join("v3.xml");
+    std::fs::write(
+        &xml,
+        "<volume><name>v3.qcow2</name><capacity unit='M'>16</capacity><target><format type='qcow2'/>\
+         <clusterSize unit='KiB'>4</clusterSize><features><lazy_refcounts/></features></target></volume>",
+    )
+    .unwrap();
+    h.run(&["vol-create", "q", xml.to_str().unwrap()]).ok();
+    let q = vol_agrees(&h, "q", "v3.qcow2", "qcow2", 16 * mib);
+    assert_eq!(
+        q.compat.as_deref(),
+        Some("1.1"),
+        "features imply compat 1.1"
+    );
+    assert_eq!(q.cluster_size, Some(4096));
+
+    // Resize: raw grows sparse or allocated and shrinks with --shrink; qcow2 grows.
+    h.run(&["vol-resize", "sparse.img", "16M", "--pool", "q"])
+        .ok();
+    let q = vol_agrees(&h, "q", "sparse.img", "raw", 16 * mib);
+    assert_eq!(q.actual_size, 0, "{}", q.json);
+    h.run(&["vol-resize", "part.img", "16M", "--pool", "q", "--allocate"])
+        .ok();
+    let q = vol_agrees(&h, "q", "part.img", "raw", 16 * mib);
+    assert!(q.actual_size >= 10 * mib, "{}", q.json);
+    h.run(&["vol-resize", "full.img", "4M", "--pool", "q", "--shrink"])
+        .ok();
+    vol_agrees(&h, "q", "full.img", "raw", 4 * mib);
+    for v in ["plain.qcow2", "meta.qcow2", "top.qcow2", "v3.qcow2"] {
+        h.run(&["vol-resize", v, "8M", "--pool", "q", "--delta"])
+            .ok();
+    }
+    vol_agrees(&h, "q", "plain.qcow2", "qcow2", 72 * mib);
+    vol_agrees(&h, "q", "meta.qcow2", "qcow2", 72 * mib);
+    vol_agrees(&h, "q", "top.qcow2", "qcow2", 72 * mib);
+    vol_agrees(&h, "q", "v3.qcow2", "qcow2", 24 * mib);
+}
+
+/// vol-clone and vol-create-from as libvirt 10.7 does them: conversions flatten (no backing
+/// file), take the input's virtual size and compat 0.10 unless the XML says otherwise; raw to raw
+/// honours capacity and allocation; the new volume holds the input's disk contents.
+#[test]
+fn clones_and_copies_agree_with_qemu_img() {
+    let h = Host::new("storage-clone");
+    let target = h.dir.join("pool");
+    let t = target.to_str().unwrap();
+    for args in [
+        &["pool-define-as", "c", "dir", "--target", t][..],
+        &["pool-build", "c"],
+        &["pool-start", "c"],
+        &["vol-create-as", "c", "base.img", "8M", "--allocation", "0"],
+        &[
+            "vol-create-as",
+            "c",
+            "top.qcow2",
+            "8M",
+            "--format",
+            "qcow2",
+            "--backing-vol",
+            "base.img",
+            "--backing-vol-format",
+            "raw",
+        ],
+    ] {
+        h.run(args).ok();
+    }
+    let mib = 1u64 << 20;
+    // Data in the base (seen through the overlay) and in the overlay itself.
+    let data: Vec<u8> = (0..mib as u32).map(|i| (i % 251) as u8 + 1).collect();
+    let f = h.dir.join("data");
+    std::fs::write(&f, &data).unwrap();
+    h.run(&["vol-upload", "base.img", f.to_str().unwrap(), "--pool", "c"])
+        .ok();
+    let out = Command::new("qemu-io")
+        .args(["-c", "write -P 0x77 4M 64k"])
+        .arg(target.join("top.qcow2"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // Clone of a backed qcow2: flattened, same contents, the input's compat and cluster size.
+    assert_eq!(
+        h.run(&["vol-clone", "top.qcow2", "flat.qcow2", "--pool", "c"])
+            .ok()
+            .stdout,
+        "Vol flat.qcow2 cloned from top.qcow2\n\n"
+    );
+    let q = vol_agrees(&h, "c", "flat.qcow2", "qcow2", 8 * mib);
+    assert_eq!(q.backing, None, "a clone is flattened: {}", q.json);
+    assert_eq!(q.compat.as_deref(), Some("0.10"));
+    same_contents(&target.join("top.qcow2"), &target.join("flat.qcow2"));
+    // Only the clusters holding data are allocated (1 MiB + 64 KiB and the metadata).
+    assert!(q.actual_size < 2 * mib, "{}", q.json);
+    let e = h
+        .run(&[
+            "vol-clone",
+            "top.qcow2",
+            "x.qcow2",
+            "--pool",
+            "c",
+            "--prealloc-metadata",
+        ])
+        .fails()
+        .stderr;
+    assert!(
+        e.contains("metadata preallocation conflicts with backing store"),
+        "{e}"
+    );
+    // --prealloc-metadata on an unbacked qcow2 whose allocation is below its capacity.
+    h.run(&[
+        "vol-clone",
+        "flat.qcow2",
+        "meta.qcow2",
+        "--pool",
+        "c",
+        "--prealloc-metadata",
+    ])
+    .ok();
+    let q = vol_agrees(&h, "c", "meta.qcow2", "qcow2", 8 * mib);
+    assert!(q.actual_size < 4 * mib, "{}", q.json);
+    same_contents(&target.join("flat.qcow2"), &target.join("meta.qcow2"));
+
+    // Raw clone of a sparse raw volume stays sparse; --reflink needs a filesystem that shares
+    // extents (the test directory's ext4 does not).
+    h.run(&["vol-clone", "base.img", "base2.img", "--pool", "c"])
+        .ok();
+    let q = vol_agrees(&h, "c", "base2.img", "raw", 8 * mib);
+    assert!(q.actual_size <= 2 * mib, "{}", q.json);
+    assert!(
+        std::fs::read(target.join("base2.img")).unwrap()
+            == std::fs::read(target.join("base.img")).unwrap()
+    );
+    let r = h.run(&[
+        "vol-clone",
+        "base.img",
+        "base3.img",
+        "--pool",
+        "c",
+        "--reflink",
+    ]);
+    if r.status == 0 {
+        assert!(
+            std::fs::read(target.join("base3.img")).unwrap()
+                == std::fs::read(target.join("base.img")).unwrap()
+        );
+    } else {
+        assert!(
+            r.stderr.contains("failed to clone files from"),
+            "{}",
+            r.stderr
+        );
+        assert!(
+            !target.join("base3.img").exists(),
+            "a failed clone leaves nothing"
+        );
+    }
+    let e = h
+        .run(&[
+            "vol-clone",
+            "top.qcow2",
+            "x2.qcow2",
+            "--pool",
+            "c",
+            "--reflink",
+        ])
+        .fails()
+        .stderr;
+    assert!(e.contains("--reflink copies only a raw volume"), "{e}");
+
+    // vol-create-from: qcow2 (backed) into raw, with a larger capacity: the conversion keeps
+    // the input's size, the bytes are the overlay's view.
+    let xml = |name: &str, body: &str| {
+        let p = h.dir.join(format!("{name}.xml"));
+        std::fs::write(&p, format!("<volume><name>{name}</name>{body}</volume>")).unwrap();
+        p
+    };
+    let x = xml(
+        "out.img",
+        "<capacity unit='M'>16</capacity><allocation>0</allocation><target><format type='raw'/></target>",
+    );
+    assert_eq!(
+        h.run(&[
+            "vol-create-from",
+            "c",
+            x.to_str().unwrap(),
+            "top.qcow2",
+            "--inputpool",
+            "c"
+        ])
+        .ok()
+        .stdout,
+        format!("Vol out.img created from input vol top.qcow2\n\n")
+    );
+    vol_agrees(&h, "c", "out.img", "raw", 8 * mib);
+    same_contents(&target.join("top.qcow2"), &target.join("out.img"));
+    // raw into qcow2 with compat 1.1 from the XML, no capacity given.
+    let x = xml(
+        "v3.qcow2",
+        "<target><format type='qcow2'/><compat>1.1</compat></target>",
+    );
+    h.run(&[
+        "vol-create-from",
+        "c",
+        x.to_str().unwrap(),
+        "out.img",
+        "--inputpool",
+        "c",
+    ])
+    .ok();
+    let q = vol_agrees(&h, "c", "v3.qcow2", "qcow2", 8 * mib);
+    assert_eq!(q.compat.as_deref(), Some("1.1"));
+    same_contents(&target.join("out.img"), &target.join("v3.qcow2"));
+    // raw into raw: the larger capacity and the (omitted = full) allocation are honoured.
+    let x = xml("big.img", "<capacity unit='M'>12</capacity>");
+    h.run(&[
+        "vol-create-from",
+        "c",
+        x.to_str().unwrap(),
+        "base.img",
+        "--inputpool",
+        "c",
+    ])
+    .ok();
+    let q = vol_agrees(&h, "c", "big.img", "raw", 12 * mib);
+    assert!(q.actual_size >= 12 * mib, "{}", q.json);
+    let big = std::fs::read(target.join("big.img")).unwrap();
+    assert!(big[..8 << 20] == std::fs::read(target.join("base.img")).unwrap()[..]);
+    assert!(big[8 << 20..].iter().all(|b| *b == 0));
+    // A backing store other than the input's is refused; the input's own is accepted and
+    // dropped (the copy is flattened).
+    let x = xml(
+        "b1.qcow2",
+        "<target><format type='qcow2'/></target><backingStore><path>base2.img</path><format type='raw'/></backingStore>",
+    );
+    let e = h
+        .run(&[
+            "vol-create-from",
+            "c",
+            x.to_str().unwrap(),
+            "top.qcow2",
+            "--inputpool",
+            "c",
+        ])
+        .fails()
+        .stderr;
+    assert!(
+        e.contains("a different backing store cannot be specified"),
+        "{e}"
+    );
+    let x = xml(
+        "b2.qcow2",
+        &format!("<target><format type='qcow2'/></target><backingStore><path>{t}/base.img</path><format type='raw'/></backingStore>"),
+    );
+    h.run(&[
+        "vol-create-from",
+        "c",
+        x.to_str().unwrap(),
+        "top.qcow2",
+        "--inputpool",
+        "c",
+    ])
+    .ok();
+    let q = vol_agrees(&h, "c", "b2.qcow2", "qcow2", 8 * mib);
+    assert_eq!(q.backing, None);
+    same_contents(&target.join("top.qcow2"), &target.join("b2.qcow2"));
+}
+
+/// vol-wipe (zero) as libvirt 10.7 does it: a sparse file is truncated and re-extended, any
+/// other file is overwritten with zeroes and stays allocated; a qcow2 image is zeroed like any
+/// file, header included, and is a raw volume of the file's length afterwards.
 #[test]
 fn wipe_and_create_from() {
     let h = Host::new("storage-wipe");
     h.run(&["vol-create-as", "default", "src.img", "4M"]).ok();
     let path = h.run(&["vol-path", "src.img", "default"]).ok().stdout;
-    let path = path.trim();
+    let path = Path::new(path.trim()).to_path_buf();
     std::fs::write(h.dir.join("data"), vec![0xa5u8; 1 << 20]).unwrap();
     h.run(&[
         "vol-upload",
@@ -358,44 +760,48 @@ fn wipe_and_create_from() {
         .stdout,
         "Vol copy.qcow2 created from input vol src.img\n\n"
     );
-    let copy = Path::new(path).with_file_name("copy.qcow2");
-    qemu_agrees(&copy, "qcow2", 4 << 20);
-    let cmp = Command::new("qemu-img")
-        .args(["compare", "-U", path])
-        .arg(&copy)
-        .output()
-        .unwrap();
-    assert!(
-        cmp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cmp.stdout)
-    );
+    let copy = path.with_file_name("copy.qcow2");
+    vol_agrees(&h, "default", "copy.qcow2", "qcow2", 4 << 20);
+    same_contents(&path, &copy);
 
-    // Wiping leaves zeroes (raw) or an empty image (qcow2), both keeping their size.
+    // A fully allocated raw volume: zeroes written over it, still allocated.
+    let before = allocation(&h, "default", "src.img");
+    assert!(before >= 4 << 20);
     assert_eq!(
         h.run(&["vol-wipe", "src.img", "default"]).ok().stdout,
         "Vol src.img wiped\n\n"
     );
-    let bytes = std::fs::read(path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
     assert_eq!(bytes.len(), 4 << 20);
     assert!(bytes.iter().all(|b| *b == 0));
-    h.run(&["vol-wipe", "copy.qcow2", "--pool", "default"]).ok();
-    qemu_agrees(&copy, "qcow2", 4 << 20);
-    let cmp = Command::new("qemu-img")
-        .args(["compare", "-U", path])
-        .arg(&copy)
-        .output()
+    assert_eq!(allocation(&h, "default", "src.img"), before);
+    vol_agrees(&h, "default", "src.img", "raw", 4 << 20);
+    // A sparse raw volume: truncated and re-extended, nothing allocated.
+    h.run(&[
+        "vol-create-as",
+        "default",
+        "sp.img",
+        "4M",
+        "--allocation",
+        "0",
+    ])
+    .ok();
+    let sp = path.with_file_name("sp.img");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sp)
+        .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, &[9u8; 4096], 1 << 20))
         .unwrap();
-    assert!(
-        cmp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cmp.stdout)
-    );
-    let e = h
-        .run(&["vol-wipe", "src.img", "default", "--algorithm", "nnsa"])
-        .fails()
-        .stderr;
-    assert!(e.contains("not supported"), "{e}");
+    h.run(&["vol-wipe", "sp.img", "default"]).ok();
+    assert!(std::fs::read(&sp).unwrap().iter().all(|b| *b == 0));
+    let q = vol_agrees(&h, "default", "sp.img", "raw", 4 << 20);
+    assert_eq!(q.actual_size, 0);
+    // qcow2: the whole file is zeroed, header included: a raw volume of the file's length.
+    let len = std::fs::metadata(&copy).unwrap().len();
+    h.run(&["vol-wipe", "copy.qcow2", "--pool", "default"]).ok();
+    assert_eq!(std::fs::metadata(&copy).unwrap().len(), len);
+    assert!(std::fs::read(&copy).unwrap().iter().all(|b| *b == 0));
+    vol_agrees(&h, "default", "copy.qcow2", "raw", len);
 }
 
 #[test]

@@ -273,6 +273,8 @@ pub struct L1Initramfs {
     pub network_modules: bool,
     /// Load the virtio-pci disk modules, for runs with `L1Config::drives`.
     pub storage_modules: bool,
+    /// More kernel modules to load (with their dependencies), e.g. `dm-mod` for LVM.
+    pub extra_modules: Vec<String>,
     pub extra_files: Vec<ExtraFile>,
 }
 
@@ -306,6 +308,7 @@ impl L1Initramfs {
             if self.storage_modules {
                 mods.extend_from_slice(modules::L1_STORAGE_MODULES);
             }
+            mods.extend(self.extra_modules.iter().map(String::as_str));
             add_modules(w, &artifacts.kernel.modules_dir, &mods)?;
             staged.write(w)?;
             let mut env = String::new();

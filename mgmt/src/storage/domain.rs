@@ -50,20 +50,28 @@ fn resolve_one(storage: &StorageDriver, disk: &mut Element) -> Result<(), Storag
         )));
     }
     let v = storage.volume(Some(&pool), &vol)?;
-    disk.set_attr("type", "file");
+    // A logical volume is a block device (libvirt's VIR_STORAGE_VOL_BLOCK): `<disk type='block'
+    // ><source dev=…>`, raw; a file volume is `<disk type='file'><source file=…>` in its format.
+    let block = v.vol_type == "block";
+    let format = if v.format.is_empty() {
+        "raw"
+    } else {
+        v.format.as_str()
+    };
+    disk.set_attr("type", if block { "block" } else { "file" });
     if let Some(src) = disk.child_mut("source") {
         src.remove_attr("pool");
         src.remove_attr("volume");
         src.remove_attr("mode");
-        src.set_attr("file", &v.path);
+        src.set_attr(if block { "dev" } else { "file" }, &v.path);
     }
     match disk.child_mut("driver") {
         Some(d) if d.attr("type").is_some() => {}
-        Some(d) => d.set_attr("type", &v.format),
+        Some(d) => d.set_attr("type", format),
         None => {
             let mut d = Element::new("driver");
             d.set_attr("name", "qemu");
-            d.set_attr("type", &v.format);
+            d.set_attr("type", format);
             disk.insert_after(d, &[]);
         }
     }

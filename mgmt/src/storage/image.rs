@@ -133,10 +133,13 @@ pub fn inspect(path: &Path) -> Result<ImageSummary, StorageError> {
 pub struct CreateSpec {
     pub format: ImageFormat,
     pub capacity: u64,
-    /// Bytes to reserve up front (raw: `posix_fallocate` of that much; qcow2: full preallocation
-    /// when it covers the whole capacity).
+    /// Bytes to reserve up front (raw: `posix_fallocate` of that much, up to the capacity;
+    /// qcow2: only with `prealloc_metadata`, see there).
     pub allocation: Option<u64>,
     pub backing: Option<(PathBuf, ImageFormat)>,
+    /// libvirt's VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA (qcow2 only): `preallocation=metadata`
+    /// when the allocation (in KiB) is below the capacity, else `preallocation=falloc` — the
+    /// rule of storageBackendCreateQemuImgOpts. Without it a qcow2 image is never preallocated.
     pub prealloc_metadata: bool,
     /// qcow2 version 2 (compat 0.10) instead of 3.
     pub compat_v2: bool,
@@ -148,6 +151,11 @@ pub struct CreateSpec {
 pub fn create(path: &Path, spec: &CreateSpec) -> Result<(), StorageError> {
     match spec.format {
         ImageFormat::Raw => {
+            if spec.prealloc_metadata {
+                return Err(StorageError::Unsupported(
+                    "metadata preallocation is not supported for raw volumes".into(),
+                ));
+            }
             if spec.backing.is_some() {
                 return Err(StorageError::Unsupported(
                     "backing storage not supported for raw volumes".into(),
@@ -173,13 +181,18 @@ pub fn create(path: &Path, spec: &CreateSpec) -> Result<(), StorageError> {
                     )))
                 }
             };
-            let full = spec.allocation.is_some_and(|a| a >= spec.capacity && a > 0);
-            let preallocation = if full {
-                Preallocation::Falloc
-            } else if spec.prealloc_metadata {
+            if spec.prealloc_metadata && spec.backing.is_some() {
+                return Err(StorageError::Unsupported(
+                    "metadata preallocation conflicts with backing store".into(),
+                ));
+            }
+            let kib = |b: u64| b.div_ceil(1024);
+            let preallocation = if !spec.prealloc_metadata {
+                Preallocation::Off
+            } else if kib(spec.capacity) > kib(spec.allocation.unwrap_or(spec.capacity)) {
                 Preallocation::Metadata
             } else {
-                Preallocation::Off
+                Preallocation::Falloc
             };
             let opts = qcow2::CreateOptions {
                 // qemu-img rounds the virtual size up to whole sectors.
@@ -197,7 +210,7 @@ pub fn create(path: &Path, spec: &CreateSpec) -> Result<(), StorageError> {
     }
 }
 
-fn fallocate(f: &File, path: &Path, offset: u64, len: u64) -> Result<(), StorageError> {
+pub(crate) fn fallocate(f: &File, path: &Path, offset: u64, len: u64) -> Result<(), StorageError> {
     use std::os::fd::AsRawFd;
     if len == 0 {
         return Ok(());
@@ -295,6 +308,9 @@ fn grow_qcow2(f: &File, path: &Path, new_size: u64) -> Result<(), StorageError> 
         .map_err(StorageError::io("cannot sync volume", path))
 }
 
+/// The granularity at which copies look for zero runs to leave unallocated.
+pub const ZERO_GRAIN: usize = 64 * 1024;
+
 /// Copies the disk contents of `src` into the new image `dst` (created like `spec`), leaving
 /// zero ranges unallocated so the copy stays sparse.
 pub fn copy(
@@ -338,8 +354,12 @@ pub fn copy_with_progress(
         while off < size {
             let n = (size - off).min(buf.len() as u64) as usize;
             input.read_at(&mut buf[..n], off)?;
-            if buf[..n].iter().any(|b| *b != 0) {
-                output.write_at(&buf[..n], off)?;
+            // Zero runs are skipped a (default) cluster at a time, so a qcow2 copy allocates
+            // only the clusters that hold data, as qemu-img convert leaves them.
+            for (i, piece) in buf[..n].chunks(ZERO_GRAIN).enumerate() {
+                if piece.iter().any(|b| *b != 0) {
+                    output.write_at(piece, off + (i * ZERO_GRAIN) as u64)?;
+                }
             }
             off += n as u64;
             progress(off, size);

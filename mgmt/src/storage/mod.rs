@@ -3,6 +3,7 @@
 //! volume operations done by our own block code (no qemu-img at run time) or by lvm2 for LVs.
 
 pub mod backend;
+pub mod clone;
 pub mod domain;
 pub mod driver;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod vol_xml;
 pub mod volume;
 pub mod wipe;
 
+pub use clone::CopyFlags;
 pub use driver::{PoolRecord, PoolState, StorageDriver};
 pub use error::StorageError;
 pub use pool_xml::PoolDef;

@@ -113,6 +113,11 @@ impl VolDef {
         )?))
     }
 
+    /// Whether `<target><features>` is present (libvirt then defaults `<compat>` to 1.1).
+    pub fn has_features(&self) -> bool {
+        self.target().is_some_and(|t| t.child("features").is_some())
+    }
+
     pub fn lazy_refcounts(&self) -> bool {
         self.target()
             .and_then(|t| t.child("features"))

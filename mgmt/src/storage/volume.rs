@@ -113,7 +113,18 @@ pub struct VolCreate {
 }
 
 impl VolCreate {
+    /// A `<volume>` document for `vol-create` (capacity required, as libvirt requires it).
     pub fn from_xml(xml: &str) -> Result<VolCreate, StorageError> {
+        Self::parse(xml, true)
+    }
+
+    /// A `<volume>` document for `vol-create-from`, where libvirt lets the capacity default to
+    /// the input volume's (a missing capacity reads as 0 here).
+    pub fn from_xml_for_copy(xml: &str) -> Result<VolCreate, StorageError> {
+        Self::parse(xml, false)
+    }
+
+    fn parse(xml: &str, need_capacity: bool) -> Result<VolCreate, StorageError> {
         let def = VolDef::parse(xml)?;
         if def.has_encryption() {
             return Err(StorageError::Unsupported(
@@ -121,20 +132,66 @@ impl VolCreate {
             ));
         }
         let backing = def.backing();
+        let capacity = match def.capacity()? {
+            Some(c) => c,
+            None if !need_capacity => 0,
+            None => return Err(StorageError::Invalid("missing capacity element".into())),
+        };
         Ok(VolCreate {
             name: def.name().to_string(),
-            capacity: def
-                .capacity()?
-                .ok_or_else(|| StorageError::Invalid("missing capacity element".into()))?,
+            capacity,
             allocation: def.allocation()?,
             format: def.format(),
             backing_format: backing.as_ref().and_then(|b| b.1.clone()),
             backing: backing.map(|b| b.0),
             prealloc_metadata: false,
-            compat: def.compat(),
+            // libvirt's volume parser: a <features> element implies compat 1.1.
+            compat: def
+                .compat()
+                .or_else(|| def.has_features().then(|| "1.1".to_string())),
             cluster_size: def.cluster_size()?,
             lazy_refcounts: def.lazy_refcounts(),
         })
+    }
+
+    /// What libvirt reserves: the given allocation, else (no `<allocation>`) the whole capacity
+    /// — "if omitted when creating a volume, the volume will be fully allocated".
+    pub fn effective_allocation(&self) -> u64 {
+        self.allocation.unwrap_or(self.capacity)
+    }
+
+    /// The qcow2 version libvirt asks qemu-img for: `<compat>` if given, else 0.10
+    /// (storageBackendCreateQemuImgOpts adds `compat=0.10` when the volume names none).
+    /// Options that only qcow2 has are refused for other formats, as libvirt refuses them.
+    pub fn qcow2_v2(&self, format: ImageFormat) -> Result<bool, StorageError> {
+        if format != ImageFormat::Qcow2 {
+            if self.compat.is_some() {
+                return Err(StorageError::Unsupported(
+                    "compatibility option only available with qcow2".into(),
+                ));
+            }
+            if self.lazy_refcounts {
+                return Err(StorageError::Unsupported(
+                    "format features only available with qcow2".into(),
+                ));
+            }
+            return Ok(false);
+        }
+        let v2 = match self.compat.as_deref() {
+            None | Some("0.10") => true,
+            Some("1.1") => false,
+            Some(other) => {
+                return Err(StorageError::Unsupported(format!(
+                    "qcow2 compat level '{other}' is not supported (use 0.10 or 1.1)"
+                )))
+            }
+        };
+        if v2 && self.lazy_refcounts {
+            return Err(StorageError::Unsupported(
+                "lazy_refcounts not supported with compat level 0.10".into(),
+            ));
+        }
+        Ok(v2)
     }
 }
 
@@ -174,7 +231,7 @@ impl VolCreate {
 }
 
 /// Volume names are file names in the pool directory.
-fn check_name(name: &str) -> Result<(), StorageError> {
+pub(super) fn check_name(name: &str) -> Result<(), StorageError> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         return Err(StorageError::InvalidArg(format!(
             "volume name '{name}' cannot contain '/'"
@@ -207,7 +264,7 @@ fn byte_len(f: &File, path: &Path) -> Result<u64, StorageError> {
 }
 
 /// Whether a pool keeps its volumes as files in its target directory.
-fn file_pool(r: &PoolRecord) -> bool {
+pub(super) fn file_pool(r: &PoolRecord) -> bool {
     Backend::of(&r.def).map_or(true, Backend::file_volumes)
 }
 
@@ -327,10 +384,10 @@ impl StorageDriver {
         let cs = CreateSpec {
             format,
             capacity: spec.capacity,
-            allocation: spec.allocation,
+            allocation: Some(spec.effective_allocation()),
             backing: self.backing_of(&r, spec)?,
             prealloc_metadata: spec.prealloc_metadata,
-            compat_v2: spec.compat.as_deref() == Some("0.10"),
+            compat_v2: spec.qcow2_v2(format)?,
             cluster_size: spec.cluster_size,
             lazy_refcounts: spec.lazy_refcounts,
         };
@@ -343,7 +400,11 @@ impl StorageDriver {
 
     /// A logical volume: raw bytes on a device, so only the sizes and a backing LV (a
     /// snapshot) apply.
-    fn create_lv(&self, r: &PoolRecord, spec: &VolCreate) -> Result<VolInfo, StorageError> {
+    pub(super) fn create_lv(
+        &self,
+        r: &PoolRecord,
+        spec: &VolCreate,
+    ) -> Result<VolInfo, StorageError> {
         if let Some(f) = spec.format.as_deref().filter(|f| *f != "raw") {
             return Err(StorageError::Unsupported(format!(
                 "logical volumes are raw block devices; format '{f}' is not supported in pool '{}'",
@@ -453,46 +514,6 @@ impl StorageDriver {
         }
         image::resize(Path::new(&v.path), new, allocate)?;
         VolInfo::read(&v.pool, Path::new(&v.path))
-    }
-
-    /// `vol-clone`: a new volume in the same pool with the same format and contents.
-    pub fn clone_volume(
-        &self,
-        pool: Option<&str>,
-        vol: &str,
-        new_name: &str,
-        prealloc_metadata: bool,
-    ) -> Result<VolInfo, StorageError> {
-        let _g = self.lock()?;
-        let v = self.volume(pool, vol)?;
-        check_name(new_name)?;
-        if v.vol_type == "block" {
-            return Err(StorageError::Unsupported(format!(
-                "vol-clone is not supported for logical volumes yet (pool '{}')",
-                v.pool
-            )));
-        }
-        let dir = Path::new(&v.path)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let dst = dir.join(new_name);
-        if dst.exists() {
-            return Err(StorageError::VolumeExists(new_name.to_string()));
-        }
-        let format = v.block_format()?;
-        let spec = CreateSpec {
-            format,
-            capacity: v.capacity,
-            allocation: None,
-            backing: None,
-            prealloc_metadata,
-            compat_v2: v.compat.as_deref() == Some("0.10"),
-            cluster_size: v.cluster_size,
-            lazy_refcounts: v.lazy_refcounts,
-        };
-        image::copy(Path::new(&v.path), format, &dst, &spec)?;
-        VolInfo::read(&v.pool, &dst)
     }
 
     /// `vol-upload`: writes `input`'s bytes into the volume file at `t.offset` (the file as
@@ -624,101 +645,5 @@ impl StorageDriver {
                 .map_err(StorageError::io("cannot extend output of", &path))?;
         }
         Ok(done)
-    }
-}
-
-impl StorageDriver {
-    /// `vol-wipe` (libvirt's default "zero" algorithm): afterwards the volume reads as zeroes.
-    /// A raw file is emptied and re-extended (sparse zeroes); a qcow2 image is recreated with the
-    /// same size and options, which is what "all clusters read as zero" means for it.
-    pub fn wipe_volume(
-        &self,
-        pool: Option<&str>,
-        vol: &str,
-        in_use: &dyn Fn(&Path) -> bool,
-    ) -> Result<VolInfo, StorageError> {
-        let _g = self.lock()?;
-        let v = self.volume(pool, vol)?;
-        let path = PathBuf::from(&v.path);
-        if in_use(&path) {
-            return Err(StorageError::Invalid(format!(
-                "Requested operation is not valid: storage volume '{}' is in use by a running domain",
-                v.name
-            )));
-        }
-        if v.vol_type == "block" {
-            let r = self.pool_of(&v)?;
-            logical::wipe_volume(&r.def, &v)?;
-            return self.volume(Some(r.name()), &v.name);
-        }
-        match v.format.as_str() {
-            "qcow2" => {
-                let backing = match &v.backing {
-                    Some(b) => Some((
-                        PathBuf::from(&b.path),
-                        image::block_format(b.format.as_deref().unwrap_or("raw"))?,
-                    )),
-                    None => None,
-                };
-                let spec = CreateSpec {
-                    format: ImageFormat::Qcow2,
-                    capacity: v.capacity,
-                    allocation: None,
-                    backing,
-                    prealloc_metadata: false,
-                    compat_v2: v.compat.as_deref() == Some("0.10"),
-                    cluster_size: v.cluster_size,
-                    lazy_refcounts: v.lazy_refcounts,
-                };
-                image::create(&path, &spec)?;
-            }
-            _ => {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(StorageError::io("cannot open volume", &path))?;
-                f.set_len(0)
-                    .and_then(|_| f.set_len(v.physical))
-                    .and_then(|_| f.sync_all())
-                    .map_err(StorageError::io("cannot wipe volume", &path))?;
-            }
-        }
-        VolInfo::read(&v.pool, &path)
-    }
-
-    /// `vol-create-from`: a new volume as `spec` describes, filled with the disk contents of
-    /// `input` (converting between raw and qcow2 as needed).
-    pub fn create_volume_from(
-        &self,
-        pool: &str,
-        spec: &VolCreate,
-        input: &VolInfo,
-    ) -> Result<VolInfo, StorageError> {
-        let _g = self.lock()?;
-        let r = self.active(pool)?;
-        check_name(&spec.name)?;
-        if !file_pool(&r) {
-            return Err(StorageError::Unsupported(format!(
-                "vol-create-from into logical pool '{}' is not supported yet",
-                r.name()
-            )));
-        }
-        let path = r.target().join(&spec.name);
-        if path.exists() {
-            return Err(StorageError::VolumeExists(spec.name.clone()));
-        }
-        let format = image::block_format(spec.format.as_deref().unwrap_or("raw"))?;
-        let cs = CreateSpec {
-            format,
-            capacity: spec.capacity.max(input.capacity),
-            allocation: None,
-            backing: self.backing_of(&r, spec)?,
-            prealloc_metadata: spec.prealloc_metadata,
-            compat_v2: spec.compat.as_deref() == Some("0.10"),
-            cluster_size: spec.cluster_size,
-            lazy_refcounts: spec.lazy_refcounts,
-        };
-        image::copy(Path::new(&input.path), input.block_format()?, &path, &cs)?;
-        VolInfo::read(r.name(), &path)
     }
 }

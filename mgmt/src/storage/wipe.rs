@@ -22,6 +22,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::backend::logical;
 use super::driver::StorageDriver;
 use super::{StorageError, VolInfo};
 
@@ -184,7 +185,85 @@ fn verify(
     Ok(())
 }
 
+/// `vol-wipe` with the default "zero" algorithm on a volume file, as libvirt 10.7's
+/// storageBackendVolWipeLocalFile does it, whatever the file's format:
+/// - a sparse file (fewer blocks on disk than its length needs) is truncated to 0 and extended
+///   back to its length, so it reads as zeroes and holds no data blocks;
+/// - any other file gets zeroes written over it from the start, then a data sync, so its blocks
+///   stay allocated (libvirt writes the allocation's worth of bytes, which can run past the end
+///   of a file whose length is not a multiple of the block size; we stop at the end of the file
+///   so the volume keeps its length).
+///
+/// A qcow2 image is not recreated: its header goes with everything else, exactly as with
+/// libvirt, so the volume afterwards is a raw volume of the file's old length full of zeroes.
+pub fn zero_file(path: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(StorageError::io(
+            "Failed to open storage volume with path",
+            path,
+        ))?;
+    let meta = f.metadata().map_err(StorageError::io(
+        "Failed to stat storage volume with path",
+        path,
+    ))?;
+    let len = meta.len();
+    if meta.is_file() && meta.blocks() < len / 512 {
+        f.set_len(0)
+            .and_then(|_| f.set_len(len))
+            .map_err(StorageError::io(
+                "Failed to truncate volume with path",
+                path,
+            ))?;
+        return Ok(());
+    }
+    let want = (meta.blocks() * 512).min(len);
+    let zeros = vec![0u8; CHUNK];
+    let mut off = 0u64;
+    while off < want {
+        let n = (want - off).min(CHUNK as u64) as usize;
+        f.write_all_at(&zeros[..n], off).map_err(StorageError::io(
+            "Failed to write to storage volume with path",
+            path,
+        ))?;
+        off += n as u64;
+    }
+    f.sync_data().map_err(StorageError::io(
+        "cannot sync data to volume with path",
+        path,
+    ))
+}
+
 impl StorageDriver {
+    /// `vol-wipe` (the "zero" algorithm). File volumes: [`zero_file`]; logical volumes: zeroes
+    /// over the whole device (a sparse LV is refused, as libvirt refuses it).
+    pub fn wipe_volume(
+        &self,
+        pool: Option<&str>,
+        vol: &str,
+        in_use: &dyn Fn(&Path) -> bool,
+    ) -> Result<VolInfo, StorageError> {
+        let _g = self.lock()?;
+        let v = self.volume(pool, vol)?;
+        let path = PathBuf::from(&v.path);
+        if in_use(&path) {
+            return Err(StorageError::Invalid(format!(
+                "Requested operation is not valid: storage volume '{}' is in use by a running domain",
+                v.name
+            )));
+        }
+        if v.vol_type == "block" {
+            let r = self.active(&v.pool)?;
+            logical::wipe_volume(&r.def, &v)?;
+            return self.volume(Some(r.name()), &v.name);
+        }
+        zero_file(&path)?;
+        VolInfo::read(&v.pool, &path)
+    }
+
     /// `vol-wipe --algorithm ALG` for the algorithms libvirt runs scrub for: the volume's file is
     /// overwritten over its whole length, whatever its format (as scrub does to it).
     pub fn wipe_volume_with(
@@ -208,10 +287,14 @@ impl StorageDriver {
                 v.name
             )));
         }
-        let len = std::fs::metadata(&path)
-            .map_err(StorageError::io("cannot stat volume", &path))?
-            .len();
+        // The length by seeking: a logical volume's metadata says 0 bytes.
+        let len = std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)))
+            .map_err(StorageError::io("cannot size volume", &path))?;
         overwrite(&path, len, &p)?;
+        if v.vol_type == "block" {
+            return self.volume(Some(&v.pool), &v.name);
+        }
         VolInfo::read(&v.pool, &path)
     }
 }

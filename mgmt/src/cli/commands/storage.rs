@@ -14,7 +14,7 @@ use crate::storage::progress::{self, JobProgress};
 use crate::storage::size::{parse_size, pretty};
 use crate::storage::vol_xml::format_volume;
 use crate::storage::volume::Transfer;
-use crate::storage::{PoolRecord, StorageDriver, StorageError, VolCreate, VolInfo};
+use crate::storage::{CopyFlags, PoolRecord, StorageDriver, StorageError, VolCreate, VolInfo};
 
 // Pools and volumes have no groups of their own in `help` yet; they sit with the host commands.
 const G: Group = Group::Host;
@@ -764,7 +764,11 @@ pub const VOL_CLONE: Command = cmd(
         let d = driver(ctl)?;
         let v = vol(&d, a)?;
         let new = a.get("newname").unwrap_or_default();
-        d.clone_volume(Some(&v.pool), &v.name, new, a.flag("prealloc-metadata"))
+        let flags = CopyFlags {
+            prealloc_metadata: a.flag("prealloc-metadata"),
+            reflink: a.flag("reflink"),
+        };
+        d.clone_volume(Some(&v.pool), &v.name, new, flags)
             .map_err(fail(format!("Failed to clone vol from {}", v.name)))?;
         ctl.print_extra(&format!("Vol {new} cloned from {}\n", v.name));
         Ok(())
@@ -940,16 +944,19 @@ pub const VOL_CREATE_FROM: Command = cmd(
     |ctl, a| {
         let file = a.get("file").unwrap_or_default();
         let xml = read_file(file)?;
-        let mut spec =
-            VolCreate::from_xml(&xml).map_err(fail(format!("Failed to create vol from {file}")))?;
-        spec.prealloc_metadata = a.flag("prealloc-metadata");
+        let spec = VolCreate::from_xml_for_copy(&xml)
+            .map_err(fail(format!("Failed to create vol from {file}")))?;
+        let flags = CopyFlags {
+            prealloc_metadata: a.flag("prealloc-metadata"),
+            reflink: a.flag("reflink"),
+        };
         let d = driver(ctl)?;
         let r = pool(&d, a)?;
         let key = a.get("vol").unwrap_or_default();
         let input = d
             .volume(a.get("inputpool"), key)
             .map_err(|e| CmdError::ctx(format!("failed to get vol '{key}'"), e))?;
-        d.create_volume_from(r.name(), &spec, &input)
+        d.create_volume_from(r.name(), &spec, &input, flags)
             .map_err(fail(format!("Failed to create vol from {file}")))?;
         ctl.print_extra(&format!(
             "Vol {} created from input vol {}\n",
