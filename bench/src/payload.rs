@@ -157,12 +157,18 @@ measure() {
         tail -n 20 "$LAB_D/$name.out" | tr -d '\r' | sed "s/^/L2TAIL|$name| /"
         lab_vm_stderr "$name"
     fi
-    if lab_vm_wait_for "$name" '^BENCH-GUEST: idle' @GUEST_TIMEOUT@; then
-        sleep 2
-        pid=$(cat "$LAB_D/$name.pid")
-        lab_marker "$vmm.$run.rss-nonguest-kib" "$(nonguest_rss "$pid")"
-        lab_marker "$vmm.$run.rss-total-kib" "$(awk '/^VmRSS:/ { print $2 }' /proc/$pid/status)"
-    fi
+    # When the guest does not get to idle, say why its later results are missing, for the report.
+    lab_vm_wait_for "$name" '^BENCH-GUEST: idle' @GUEST_TIMEOUT@
+    case $? in
+        0)
+            sleep 2
+            pid=$(cat "$LAB_D/$name.pid")
+            lab_marker "$vmm.$run.rss-nonguest-kib" "$(nonguest_rss "$pid")"
+            lab_marker "$vmm.$run.rss-total-kib" "$(awk '/^VmRSS:/ { print $2 }' /proc/$pid/status)"
+            ;;
+        1) lab_marker "$vmm.$run.stopped" "the VM ended (VMM exit status $(cat "$LAB_D/$name.rc")) before the guest finished its tests; its last line: $(tr -d '\r' < "$LAB_D/$name.out" | tail -n 1 | cut -c1-100)" ;;
+        *) lab_marker "$vmm.$run.stopped" "the guest did not finish its tests within @GUEST_TIMEOUT@ s" ;;
+    esac
     for k in $FIO_KEYS; do
         v=$(guest_line "$name" BENCH-FIO: "$k")
         [ -n "$v" ] && lab_marker "$vmm.$run.fio.$k" "$v"

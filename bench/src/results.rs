@@ -63,6 +63,9 @@ fn absent_reason(markers: &Markers, vmm: &str, run: u32) -> String {
     if !markers.contains(&format!("{vmm}.{run}.init-uptime")) {
         return "the guest never reached /init (see the log)".into();
     }
+    if let Some(why) = markers.get(&format!("{vmm}.{run}.stopped")) {
+        return why.to_string();
+    }
     "the guest or the payload reported nothing for it (see the log)".into()
 }
 
@@ -172,7 +175,9 @@ mod tests {
     fn explains_missing_samples() {
         let m = Markers::parse(
             "IRONVIRT-LAB: qemu.1.wall 7.5\nIRONVIRT-LAB: qemu.1.exit 0\nIRONVIRT-LAB: qemu.1.init-uptime 3\n\
-             IRONVIRT-LAB: qemu.1.fio.raw-randread error: fio: boom\nIRONVIRT-LAB: ironvirt.1.exit 1\n",
+             IRONVIRT-LAB: qemu.1.fio.raw-randread error: fio: boom\nIRONVIRT-LAB: ironvirt.1.exit 1\n\
+             IRONVIRT-LAB: qemu.3.init-uptime 3\nIRONVIRT-LAB: qemu.3.stopped the VM ended early\n\
+             IRONVIRT-LAB: qemu.3.exit 0\n",
         );
         assert_eq!(sample(&m, "qemu", 1, Source::Marker("wall")), Ok(7.5));
         let fio = Source::Fio {
@@ -187,6 +192,10 @@ mod tests {
         assert!(sample(&m, "ironvirt", 1, Source::Marker("wall"))
             .unwrap_err()
             .contains("never reached /init"));
+        assert_eq!(
+            sample(&m, "qemu", 3, Source::Iperf("up")),
+            Err("the VM ended early".into())
+        );
         assert!(sample(&m, "qemu", 2, Source::Marker("wall"))
             .unwrap_err()
             .contains("never finished"));

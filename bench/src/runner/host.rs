@@ -5,7 +5,6 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -95,8 +94,8 @@ pub fn script_text(env: &PayloadEnv, payload: &str) -> String {
     format!("{}{L1_FUNCTIONS}\n{payload}", env.exports())
 }
 
-/// `busybox unshare -n [-r] -- busybox sh SCRIPT`, with busybox's applets first on `PATH` and its own
-/// process group, so a timeout can stop the payload and every VMM it started.
+/// `busybox unshare -n [-r] -- busybox sh SCRIPT`, with busybox's applets first on `PATH`. It stays in the
+/// terminal's process group, so Ctrl+C stops the payload and its VMMs along with the benchmark.
 pub fn command(busybox: &Path, script: &Path, applets: &Path, as_root: bool) -> Command {
     let mut c = Command::new(busybox);
     c.arg("unshare");
@@ -106,8 +105,44 @@ pub fn command(busybox: &Path, script: &Path, applets: &Path, as_root: bool) -> 
     c.args(["-n", "--"]).arg(busybox).arg("sh").arg(script);
     let mut path = applets.as_os_str().to_owned();
     path.push(":/usr/sbin:/usr/bin:/sbin:/bin");
-    c.env("PATH", path).process_group(0);
+    c.env("PATH", path);
     c
+}
+
+/// `pid` and all its descendants, children first found from `/proc/*/stat`'s parent field.
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // The field after the parenthesised command name (which may contain spaces) is the state, then ppid.
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((p, ppid));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
 }
 
 /// A directory of links to every busybox applet, as L1's `/bin` has.
@@ -172,9 +207,11 @@ fn stream(mut cmd: Command, log: &Path, timeout: Duration, echo: bool) -> Result
         let now = Instant::now();
         if now >= deadline {
             timed_out = true;
-            // The payload has its own process group (see `command`): take its VMMs down with it.
-            // SAFETY: kill has no memory-safety preconditions; the group id is our child's pid.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            // Take the VMMs and the iperf3 server down with the payload: exactly its process tree.
+            for pid in process_tree(child.id()) {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
             break;
         }
         match rx.recv_timeout(deadline - now) {
@@ -263,6 +300,24 @@ mod tests {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         assert_eq!(args, ["unshare", "-r", "-n", "--", "/b", "sh", "/s"]);
+    }
+
+    #[test]
+    fn finds_a_process_tree() {
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let tree = process_tree(child.id());
+        let _ = child.kill();
+        for pid in &tree[1..] {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+        let _ = child.wait();
+        assert_eq!(tree[0], child.id());
+        assert_eq!(tree.len(), 2, "sh and its sleep: {tree:?}");
     }
 
     #[test]
