@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo rustc --release -q -p ironvirt --bin ironvirt-vmm -- -C target-feature=+crt-static
-echo "$PWD/target/release/ironvirt-vmm"
+echo "${CARGO_TARGET_DIR:-$PWD/target}/release/ironvirt-vmm"

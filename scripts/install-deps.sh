@@ -8,13 +8,14 @@
 #   - dnsmasq-base, nftables, iperf3: virtual networks (DHCP/DNS, NAT rules) and their lab test
 #   - e2fsprogs: mkfs.ext4 and debugfs carry files in and out of the lab; strace times VMM start-up (bench)
 #   - lvm2, nfs-common: logical storage pools (pvcreate/vgcreate/lvcreate…) and netfs pools (mount.nfs)
+#   - fio: the disk benchmark the VM-level bench runs inside its guests (shipped with its libraries on a disk)
 set -euo pipefail
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(busybox-static cpio lz4 kmod libvirt-clients acpica-tools qemu-utils e2fsprogs strace dnsmasq-base nftables iperf3 lvm2 nfs-common)
+packages=(busybox-static cpio lz4 kmod libvirt-clients acpica-tools qemu-utils e2fsprogs strace dnsmasq-base nftables iperf3 lvm2 nfs-common fio)
 missing=()
 for p in qemu-system-x86 "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

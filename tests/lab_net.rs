@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ironvirt_lab::initramfs::{l1_paths, ExtraFile, L1Initramfs, L2Initramfs};
+use ironvirt_lab::modules::ModuleIndex;
 use ironvirt_lab::run::Echo;
+use ironvirt_lab::tools;
 use ironvirt_lab::Lab;
 
 /// The guest: DHCP, then (only under ironvirt, told by `ivcarrier` on the command line) the carrier
@@ -235,25 +237,14 @@ fn guest_xml(name: &str, flag: &str, interface: &str) -> String {
     )
 }
 
-/// A module of the lab kernel by name (path from modules.dep).
-fn module(modules_dir: &std::path::Path, name: &str) -> PathBuf {
-    let dep = std::fs::read_to_string(modules_dir.join("modules.dep")).expect("modules.dep");
-    let rel = dep
-        .lines()
-        .filter_map(|l| l.split(':').next())
-        .find(|p| p.rsplit('/').next() == Some(&format!("{name}.ko")))
-        .unwrap_or_else(|| panic!("module {name} not in modules.dep"));
-    modules_dir.join(rel)
-}
-
 fn which(tool: &str) -> PathBuf {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        .iter()
-        .map(|d: &&str| PathBuf::from(d).join(tool))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| {
-            panic!("{tool} is not installed: run scripts/install-deps.sh (dnsmasq-base, nftables, iperf3)")
-        })
+    let package = match tool {
+        "dnsmasq" => "dnsmasq-base",
+        "nft" => "nftables",
+        _ => "iperf3",
+    };
+    tools::which(tool, package)
+        .unwrap_or_else(|e| panic!("{e} (scripts/install-deps.sh installs it)"))
 }
 
 #[test]
@@ -284,7 +275,7 @@ fn guest_on_the_default_nat_network() {
     l1.l2_initramfs = Some(l2);
     l1.include_qemu = true;
     l1.network_modules = true;
-    let mods = &lab.artifacts.kernel.modules_dir;
+    let mods = ModuleIndex::load(&lab.artifacts.kernel.modules_dir).expect("modules.dep");
     l1.extra_files = vec![
         ExtraFile::text("/lab/netguest.xml", 0o644, domain_xml()),
         ExtraFile::text("/lab/directguest.xml", 0o644, direct_xml()),
@@ -308,7 +299,7 @@ fn guest_on_the_default_nat_network() {
         l1.extra_files.push(ExtraFile::host(
             &format!("/lab/mod/{m}.ko"),
             0o644,
-            module(mods, m),
+            mods.path_of(m).expect("lab kernel module"),
         ));
     }
     let echo = std::env::var_os("IRONVIRT_LAB_ECHO").is_some();

@@ -1,32 +1,40 @@
 //! `ironvirt-bench vm`: boots the same Debian kernel and initramfs under ironvirt-vmm and QEMU microvm (same
-//! vCPUs, memory and disks), alternating, N times each, and reports boot time, VMM start-up, VMM memory
-//! overhead and in-guest disk I/O as a markdown table, a JSON file and an SVG chart.
+//! vCPUs, memory, disks and network), alternating, N times each, and reports boot time, VMM start-up, VMM
+//! memory overhead, fio in the guest and iperf3 between guest and host as a markdown table, a JSON file and an
+//! SVG chart.
 //!
-//! On a machine whose KVM cannot run a stock kernel (like the project's CI machines) everything runs inside
-//! the lab; absolute figures are then TCG times and only the ratios mean something.
+//! On a host with hardware KVM the VMs run directly on it; on a machine whose KVM cannot run a stock kernel
+//! (like the project's CI machines) everything runs inside the lab, where absolute figures are TCG times and
+//! only the ratios mean something (`--where`, [`runner`]).
 
 mod payload;
 mod report;
+mod results;
+mod runner;
 mod tiny;
+mod tools_disk;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::Duration;
 
-use ironvirt_devices::block::{qcow2, ImageFormat};
-use ironvirt_lab::initramfs::{l1_paths, ExtraFile, L1Initramfs, L2Initramfs};
-use ironvirt_lab::run::Echo;
+use ironvirt_devices::block::qcow2;
+use ironvirt_lab::initramfs::L2Initramfs;
 use ironvirt_lab::Lab;
 
-const USAGE: &str = "usage: ironvirt-bench vm [--runs N] [--io-seconds S] [--out DIR] [--vmm PATH] [--echo]
+use runner::{Inputs, Runner, Where};
+
+const USAGE: &str = "usage: ironvirt-bench vm [--runs N] [--io-seconds S] [--out DIR] [--where lab|host|auto] [--vmm PATH] [--echo]
 
 Boots the same kernel and initramfs under ironvirt-vmm and QEMU microvm, N >= 3 times each, alternating,
-and writes DIR/results.md, DIR/results.json and DIR/ratios.svg (default DIR: target/bench).";
+and writes DIR/results.md, DIR/results.json and DIR/ratios.svg (default DIR: target/bench).
+--where: host runs the VMs directly on this machine's hardware KVM, lab inside the lab (QEMU TCG with
+emulated AMD-V); auto (the default) picks host when /dev/kvm can run a stock kernel (vmx/svm).";
 
 struct Options {
     runs: u32,
     io_seconds: u32,
     out: PathBuf,
+    place: Where,
     vmm: Option<PathBuf>,
     echo: bool,
 }
@@ -43,6 +51,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         runs: 3,
         io_seconds: 5,
         out: workspace_root().join("target/bench"),
+        place: Where::Auto,
         vmm: None,
         echo: false,
     };
@@ -61,6 +70,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .map_err(|_| "--io-seconds takes a number")?
             }
             "--out" => o.out = PathBuf::from(value("--out")?),
+            "--where" => o.place = value("--where")?.parse()?,
             "--vmm" => o.vmm = Some(PathBuf::from(value("--vmm")?)),
             "--echo" => o.echo = true,
             other => return Err(format!("unexpected argument '{other}'\n{USAGE}")),
@@ -69,51 +79,21 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if o.runs < 3 {
         return Err("--runs must be at least 3: medians of fewer runs say little with ±25% run-to-run spread".into());
     }
+    if o.io_seconds == 0 {
+        return Err("--io-seconds must be at least 1".into());
+    }
     Ok(o)
 }
 
-fn cargo(args: &[&str], rustflags: Option<&str>) -> Result<(), String> {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(args).current_dir(workspace_root());
-    if let Some(flags) = rustflags {
-        cmd.env("RUSTFLAGS", flags);
+/// The VMM under test: `--vmm`, or ironvirt-vmm as it is deployed (the static release build).
+fn build_vmm(o: &Options) -> Result<PathBuf, String> {
+    match &o.vmm {
+        Some(v) => Ok(v.clone()),
+        None => build_release_vmm(),
     }
-    let st = cmd.status().map_err(|e| format!("running cargo: {e}"))?;
-    st.success()
-        .then_some(())
-        .ok_or_else(|| format!("cargo {} failed", args.join(" ")))
 }
 
-/// The static guest tool and the VMM under test, built in release mode.
-fn build_binaries(o: &Options) -> Result<(PathBuf, PathBuf), String> {
-    const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
-    // A separate --target keeps the static-linking flag off the host build scripts.
-    cargo(
-        &[
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "ironvirt-bench",
-            "--bin",
-            "guest-io",
-            "--target",
-            GUEST_TARGET,
-        ],
-        Some("-C target-feature=+crt-static"),
-    )?;
-    let guest_io = workspace_root()
-        .join("target")
-        .join(GUEST_TARGET)
-        .join("release/guest-io");
-    let vmm = match &o.vmm {
-        Some(v) => v.clone(),
-        None => build_release_vmm()?,
-    };
-    Ok((guest_io, vmm))
-}
-
-/// ironvirt-vmm as it is deployed: the static release build of `scripts/build-vmm.sh`.
+/// The static release build of `scripts/build-vmm.sh`, which prints the binary's path.
 fn build_release_vmm() -> Result<PathBuf, String> {
     let script = workspace_root().join("scripts/build-vmm.sh");
     let out = Command::new(&script)
@@ -126,75 +106,62 @@ fn build_release_vmm() -> Result<PathBuf, String> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
-fn run(o: &Options) -> Result<(), String> {
-    if ironvirt_lab::demo::host_kvm_runs_linux() {
-        return Err("this host has hardware KVM; running the benchmark directly on it is not implemented yet \
-                    (only the lab path is): run it on a machine without vmx/svm, or add the direct path"
-            .into());
-    }
-    println!("ironvirt-bench: this machine's /dev/kvm cannot run a stock kernel; benchmarking inside the lab");
-    let (guest_io, vmm) = build_binaries(o)?;
+/// Everything both runners start from: the VMM, the tools disk, an empty qcow2, the guest initramfs.
+fn prepare(o: &Options, runner: &Runner) -> Result<Inputs, String> {
+    let vmm = build_vmm(o)?;
     std::fs::create_dir_all(&o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
-    let empty_qcow2 = o.out.join("empty.qcow2");
-    let _ = std::fs::remove_file(&empty_qcow2);
+    let out = o
+        .out
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", o.out.display()))?;
+    let work = out.join("work");
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let qcow2_path = work.join("empty.qcow2");
+    let _ = std::fs::remove_file(&qcow2_path);
     qcow2::create(
-        &empty_qcow2,
+        &qcow2_path,
         &qcow2::CreateOptions {
             size: 256 << 20,
             ..Default::default()
         },
     )
     .map_err(|e| format!("creating the qcow2 test image: {e}"))?;
-    let _ = ImageFormat::Qcow2;
-
+    let tools_image = work.join("tools.ext4");
+    tools_disk::build(&tools_image, &work.join("tools.d"))?;
     let lab = Lab::prepare().map_err(|e| e.to_string())?;
-    let mut l2 = L2Initramfs::with_prelude(&payload::guest_init(o.io_seconds));
-    l2.binaries.push((guest_io, "/bin/guest-io".into()));
-    let l2 = lab.build_l2("bench", &l2).map_err(|e| e.to_string())?;
-    let mut l1 = L1Initramfs::new(payload::payload(o.runs));
-    l1.binaries.push((vmm, "/bin/ironvirt-vmm".into()));
-    l1.binaries
-        .push(("/usr/bin/strace".into(), "/bin/strace".into()));
-    l1.include_qemu = true;
-    l1.l2_initramfs = Some(l2);
-    l1.extra_files = vec![
-        ExtraFile::text(
-            "/lab/bench.xml",
-            0o644,
-            payload::domain_xml(l1_paths::VMLINUX, l1_paths::L2_INITRD),
-        ),
-        ExtraFile::host("/lab/empty.qcow2", 0o644, &empty_qcow2),
-    ];
-    // Under nested emulation one round (two start-up probes, two boots with six I/O tests each) took up to
-    // ~3 minutes on a busy 2-core machine; allow twice that.
-    let per_run = 2 * (90 + 2 * 6 * u64::from(o.io_seconds) + 60);
-    let result = lab
-        .run("bench", &l1, |cfg| {
-            cfg.timeout = Duration::from_secs(180 + per_run * u64::from(o.runs));
-            cfg.echo = if o.echo { Echo::All } else { Echo::None };
-            // A retry would double an already long run and mix two L1 boots' figures.
-            cfg.retries = 0;
-        })
+    let l2 = L2Initramfs::with_prelude(&payload::guest_init(o.io_seconds));
+    let l2_initrd = lab
+        .build_l2(&format!("bench-{}", runner.name()), &l2)
         .map_err(|e| e.to_string())?;
-    if let Some(reason) = &result.dead {
-        return Err(format!(
-            "the lab died: {reason}; log {}",
-            result.log.display()
-        ));
-    }
-    if !result.markers.contains("bench-done") {
+    Ok(Inputs {
+        lab,
+        vmm,
+        l2_initrd,
+        tools_image,
+        qcow2: qcow2_path,
+        payload: payload::payload(o.runs, o.io_seconds),
+        runs: o.runs,
+        io_seconds: o.io_seconds,
+        work,
+        echo: o.echo,
+    })
+}
+
+fn run(o: &Options) -> Result<(), String> {
+    let runner = Runner::choose(o.place, ironvirt_lab::demo::host_kvm_runs_linux())?;
+    let inputs = prepare(o, &runner)?;
+    let outcome = runner.run(&inputs)?;
+    if !outcome.markers.contains("bench-done") {
         return Err(format!(
             "the benchmark did not finish; log {}",
-            result.log.display()
+            outcome.log.display()
         ));
     }
-    let rows = report::rows(&result.markers, o.runs);
-    let context = format!(
-        "ironvirt-vmm vs QEMU microvm in the lab (QEMU-TCG L1 with emulated AMD-V; L2: Debian cloud kernel {}, \
-         vmlinux via PVH, 2 vCPUs, 256 MiB, virtio-blk raw + qcow2 on L1 tmpfs, cache=writeback). \
-         Absolute times are TCG times: compare ratios.",
-        lab.artifacts.kernel.release
-    );
+    for e in outcome.markers.all("bench-error") {
+        eprintln!("ironvirt-bench: the payload reported: {e}");
+    }
+    let rows = report::rows(&outcome.markers, o.runs);
+    let context = runner.context(&inputs.lab.artifacts.kernel.release);
     let md = report::markdown(&rows, o.runs, &context);
     let write = |name: &str, text: &str| {
         let p = o.out.join(name);
@@ -202,12 +169,17 @@ fn run(o: &Options) -> Result<(), String> {
     };
     write("results.md", &md)?;
     write("results.json", &report::json(&rows, o.runs, &context))?;
-    write("ratios.svg", &report::svg(&rows))?;
+    let title = format!(
+        "ironvirt-vmm / QEMU microvm (medians, {} runs, {})",
+        o.runs,
+        runner.name()
+    );
+    write("ratios.svg", &report::svg(&rows, &title))?;
     println!("{md}");
     println!(
-        "ironvirt-bench: wrote {}/results.md, results.json and ratios.svg; lab log {}",
+        "ironvirt-bench: wrote {}/results.md, results.json and ratios.svg; log {}",
         o.out.display(),
-        result.log.display()
+        outcome.log.display()
     );
     Ok(())
 }

@@ -5,81 +5,116 @@ use std::fmt::Write as _;
 
 use ironvirt_lab::markers::Markers;
 
-/// A reported metric: its marker suffix, what the table calls it, its unit, and whether lower is better.
+use crate::results::{sample, FioUnit, IoDir, Source};
+
+/// A reported metric: a key for the JSON file, what the table calls it, its unit, whether lower is better,
+/// and where its samples come from.
 pub struct Metric {
     pub key: &'static str,
     pub label: &'static str,
     pub unit: &'static str,
     pub lower_is_better: bool,
+    pub source: Source,
 }
 
+const fn marker(key: &'static str, label: &'static str, unit: &'static str) -> Metric {
+    Metric {
+        key,
+        label,
+        unit,
+        lower_is_better: true,
+        source: Source::Marker(key),
+    }
+}
+
+const fn fio(key: &'static str, label: &'static str, dir: IoDir, unit: FioUnit) -> Metric {
+    Metric {
+        key,
+        label,
+        unit: match unit {
+            FioUnit::Iops => "IOPS",
+            FioUnit::MibPerSec => "MiB/s",
+        },
+        lower_is_better: false,
+        source: Source::Fio {
+            job: key,
+            dir,
+            unit,
+        },
+    }
+}
+
+const fn iperf(key: &'static str, label: &'static str, direction: &'static str) -> Metric {
+    Metric {
+        key,
+        label,
+        unit: "Mbit/s",
+        lower_is_better: false,
+        source: Source::Iperf(direction),
+    }
+}
+
+/// The fio jobs the guest runs on each disk (`<disk>-<job>`), in the order of the table.
 pub const METRICS: &[Metric] = &[
-    Metric {
-        key: "init-uptime",
-        label: "boot to /init (guest uptime)",
-        unit: "s",
-        lower_is_better: true,
-    },
-    Metric {
-        key: "wall",
-        label: "process start to guest marker (L1 wall)",
-        unit: "s",
-        lower_is_better: true,
-    },
-    Metric {
-        key: "startup-ms",
-        label: "VMM start-up: exec to first KVM_RUN",
-        unit: "ms",
-        lower_is_better: true,
-    },
-    Metric {
-        key: "rss-nonguest-kib",
-        label: "VMM memory overhead (RSS minus guest RAM), idle",
-        unit: "KiB",
-        lower_is_better: true,
-    },
-    Metric {
-        key: "rss-total-kib",
-        label: "VMM total RSS, idle",
-        unit: "KiB",
-        lower_is_better: true,
-    },
-    Metric {
-        key: "vda-randread",
-        label: "raw: 4 KiB random read",
-        unit: "IOPS",
-        lower_is_better: false,
-    },
-    Metric {
-        key: "vda-randwrite",
-        label: "raw: 4 KiB random write",
-        unit: "IOPS",
-        lower_is_better: false,
-    },
-    Metric {
-        key: "vda-seqread",
-        label: "raw: 1 MiB sequential read",
-        unit: "MiB/s",
-        lower_is_better: false,
-    },
-    Metric {
-        key: "vdb-randread",
-        label: "qcow2: 4 KiB random read",
-        unit: "IOPS",
-        lower_is_better: false,
-    },
-    Metric {
-        key: "vdb-randwrite",
-        label: "qcow2: 4 KiB random write",
-        unit: "IOPS",
-        lower_is_better: false,
-    },
-    Metric {
-        key: "vdb-seqread",
-        label: "qcow2: 1 MiB sequential read",
-        unit: "MiB/s",
-        lower_is_better: false,
-    },
+    marker("init-uptime", "boot to /init (guest uptime)", "s"),
+    marker("wall", "process start to guest marker (wall)", "s"),
+    marker("startup-ms", "VMM start-up: exec to first KVM_RUN", "ms"),
+    marker(
+        "rss-nonguest-kib",
+        "VMM memory overhead (RSS minus guest RAM), idle",
+        "KiB",
+    ),
+    marker("rss-total-kib", "VMM total RSS, idle", "KiB"),
+    fio(
+        "raw-randread",
+        "raw: fio 4 KiB random read",
+        IoDir::Read,
+        FioUnit::Iops,
+    ),
+    fio(
+        "raw-randwrite",
+        "raw: fio 4 KiB random write",
+        IoDir::Write,
+        FioUnit::Iops,
+    ),
+    fio(
+        "raw-seqread",
+        "raw: fio 1 MiB sequential read",
+        IoDir::Read,
+        FioUnit::MibPerSec,
+    ),
+    fio(
+        "raw-seqwrite",
+        "raw: fio 1 MiB sequential write",
+        IoDir::Write,
+        FioUnit::MibPerSec,
+    ),
+    fio(
+        "qcow2-randread",
+        "qcow2: fio 4 KiB random read",
+        IoDir::Read,
+        FioUnit::Iops,
+    ),
+    fio(
+        "qcow2-randwrite",
+        "qcow2: fio 4 KiB random write",
+        IoDir::Write,
+        FioUnit::Iops,
+    ),
+    fio(
+        "qcow2-seqread",
+        "qcow2: fio 1 MiB sequential read",
+        IoDir::Read,
+        FioUnit::MibPerSec,
+    ),
+    fio(
+        "qcow2-seqwrite",
+        "qcow2: fio 1 MiB sequential write",
+        IoDir::Write,
+        FioUnit::MibPerSec,
+    ),
+    iperf("iperf-up", "iperf3 guest → host (TCP)", "up"),
+    iperf("iperf-down", "iperf3 host → guest (TCP, -R)", "down"),
 ];
 
 pub const VMMS: [&str; 2] = ["ironvirt", "qemu"];
@@ -97,11 +132,13 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
-/// One metric's samples and medians for both VMMs.
+/// One metric's samples and medians for both VMMs, and why runs without a sample have none.
 pub struct Row<'a> {
     pub metric: &'a Metric,
     pub samples: [Vec<f64>; 2],
     pub medians: [Option<f64>; 2],
+    /// (run, reason) per VMM.
+    pub missing: [Vec<(u32, String)>; 2],
 }
 
 impl Row<'_> {
@@ -118,11 +155,16 @@ pub fn rows(markers: &Markers, runs: u32) -> Vec<Row<'static>> {
     METRICS
         .iter()
         .map(|metric| {
-            let samples = VMMS.map(|vmm| {
-                (1..=runs)
-                    .filter_map(|r| markers.number(&format!("{vmm}.{r}.{}", metric.key)))
-                    .collect::<Vec<f64>>()
-            });
+            let mut samples = [Vec::new(), Vec::new()];
+            let mut missing = [Vec::new(), Vec::new()];
+            for (i, vmm) in VMMS.iter().enumerate() {
+                for run in 1..=runs {
+                    match sample(markers, vmm, run, metric.source) {
+                        Ok(v) => samples[i].push(v),
+                        Err(why) => missing[i].push((run, why)),
+                    }
+                }
+            }
             let medians = [
                 median(&mut samples[0].clone()),
                 median(&mut samples[1].clone()),
@@ -131,6 +173,7 @@ pub fn rows(markers: &Markers, runs: u32) -> Vec<Row<'static>> {
                 metric,
                 samples,
                 medians,
+                missing,
             }
         })
         .collect()
@@ -143,6 +186,17 @@ fn fmt(v: Option<f64>) -> String {
         None => "—".into(),
     }
 }
+
+/// A median cell; when some runs gave no sample, says of how many runs it is the median.
+fn cell(median: Option<f64>, samples: usize, runs: u32) -> String {
+    match median {
+        Some(_) if samples < runs as usize => format!("{} ({samples} of {runs})", fmt(median)),
+        _ => fmt(median),
+    }
+}
+
+/// The VMM names as the table shows them.
+const VMM_LABELS: [&str; 2] = ["ironvirt-vmm", "QEMU microvm"];
 
 pub fn markdown(rows: &[Row], runs: u32, context: &str) -> String {
     let mut s = String::new();
@@ -163,70 +217,91 @@ pub fn markdown(rows: &[Row], runs: u32, context: &str) -> String {
             "| {} | {} | {} | {} | {} |",
             r.metric.label,
             r.metric.unit,
-            fmt(r.medians[0]),
-            fmt(r.medians[1]),
+            cell(r.medians[0], r.samples[0].len(), runs),
+            cell(r.medians[1], r.samples[1].len(), runs),
             ratio
         );
     }
+    let notes = missing_notes(rows);
+    if !notes.is_empty() {
+        let _ = writeln!(s, "\nNot measured (no number was made up for these):\n");
+        for n in notes {
+            let _ = writeln!(s, "- {n}");
+        }
+    }
     s
 }
 
-fn json_num(v: Option<f64>) -> String {
-    v.filter(|x| x.is_finite())
-        .map(|x| format!("{x}"))
-        .unwrap_or_else(|| "null".into())
+/// One line per (metric, VMM, reason), listing the runs it applies to.
+fn missing_notes(rows: &[Row]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for r in rows {
+        for (i, missing) in r.missing.iter().enumerate() {
+            let mut reasons: Vec<(&str, Vec<u32>)> = Vec::new();
+            for (run, why) in missing {
+                match reasons.iter_mut().find(|(w, _)| w == why) {
+                    Some((_, runs)) => runs.push(*run),
+                    None => reasons.push((why, vec![*run])),
+                }
+            }
+            for (why, runs) in reasons {
+                let runs: Vec<String> = runs.iter().map(u32::to_string).collect();
+                notes.push(format!(
+                    "{}, {} run{} {}: {why}",
+                    r.metric.label,
+                    VMM_LABELS[i],
+                    if runs.len() > 1 { "s" } else { "" },
+                    runs.join(", ")
+                ));
+            }
+        }
+    }
+    notes
 }
 
 pub fn json(rows: &[Row], runs: u32, context: &str) -> String {
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "{{\n  \"context\": {:?},\n  \"runs\": {runs},\n  \"metrics\": [\n",
-        context
-    );
-    for (i, r) in rows.iter().enumerate() {
-        let samples = |v: &[f64]| {
-            v.iter()
-                .map(|x| format!("{x}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let _ = writeln!(
-            s,
-            "    {{\"key\": {:?}, \"label\": {:?}, \"unit\": {:?}, \"lower_is_better\": {}, \
-             \"ironvirt\": {{\"median\": {}, \"samples\": [{}]}}, \"qemu\": {{\"median\": {}, \"samples\": [{}]}}, \
-             \"ratio\": {}}}{}",
-            r.metric.key,
-            r.metric.label,
-            r.metric.unit,
-            r.metric.lower_is_better,
-            json_num(r.medians[0]),
-            samples(&r.samples[0]),
-            json_num(r.medians[1]),
-            samples(&r.samples[1]),
-            json_num(r.ratio()),
-            if i + 1 < rows.len() { "," } else { "" }
-        );
-    }
-    s.push_str("  ]\n}\n");
-    s
+    let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
+    let metrics: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let side = |i: usize| {
+                serde_json::json!({
+                    "median": finite(r.medians[i]),
+                    "samples": r.samples[i],
+                    "missing": r.missing[i]
+                        .iter()
+                        .map(|(run, why)| serde_json::json!({"run": run, "reason": why}))
+                        .collect::<Vec<_>>(),
+                })
+            };
+            serde_json::json!({
+                "key": r.metric.key,
+                "label": r.metric.label,
+                "unit": r.metric.unit,
+                "lower_is_better": r.metric.lower_is_better,
+                "ironvirt": side(0),
+                "qemu": side(1),
+                "ratio": finite(r.ratio()),
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({ "context": context, "runs": runs, "metrics": metrics });
+    // Serializing a Value built from strings and finite numbers cannot fail; fall back to compact if it did.
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string()) + "\n"
 }
 
-/// A horizontal bar chart of the ironvirt/QEMU ratio per metric, with the 1.0 line (parity) marked.
-pub fn svg(rows: &[Row]) -> String {
+/// A horizontal bar chart of the ironvirt/QEMU ratio per metric, with the 1.0 line (parity) marked; a metric
+/// without a ratio gets a "not measured" line instead of a bar.
+pub fn svg(rows: &[Row], title: &str) -> String {
     let bar_h = 22.0;
     let left = 330.0;
     let width = 420.0;
-    let rows_with: Vec<(&Row, f64)> = rows
+    let max = rows
         .iter()
-        .filter_map(|r| r.ratio().map(|x| (r, x)))
-        .collect();
-    let max = rows_with
-        .iter()
-        .map(|(_, x)| *x)
+        .filter_map(Row::ratio)
         .fold(1.5f64, f64::max)
         .min(10.0);
-    let height = 50.0 + bar_h * rows_with.len() as f64;
+    let height = 50.0 + bar_h * rows.len() as f64;
     let scale = |x: f64| left + width * (x.min(max) / max);
     let mut s = format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='{}' height='{height}' font-family='sans-serif' font-size='12'>\n",
@@ -234,28 +309,43 @@ pub fn svg(rows: &[Row]) -> String {
     );
     let _ = writeln!(
         s,
-        "<text x='10' y='18' font-weight='bold'>ironvirt-vmm / QEMU microvm (medians)</text>"
+        "<text x='10' y='18' font-weight='bold'>{}</text>",
+        xml_escape(title)
     );
-    for (i, (r, x)) in rows_with.iter().enumerate() {
+    for (i, r) in rows.iter().enumerate() {
         let y = 30.0 + bar_h * i as f64;
+        let _ = writeln!(
+            s,
+            "<text x='10' y='{}'>{}</text>",
+            y + 15.0,
+            xml_escape(r.metric.label)
+        );
+        let Some(x) = r.ratio() else {
+            let _ = writeln!(
+                s,
+                "<text x='{}' y='{}' fill='gray'>not measured (see results.md)</text>",
+                left + 4.0,
+                y + 15.0
+            );
+            continue;
+        };
         let better = if r.metric.lower_is_better {
-            *x <= 1.0
+            x <= 1.0
         } else {
-            *x >= 1.0
+            x >= 1.0
         };
         let color = if better { "#2e8b57" } else { "#cd5c5c" };
-        let _ = writeln!(s, "<text x='10' y='{}'>{}</text>", y + 15.0, r.metric.label);
         let _ = writeln!(
             s,
             "<rect x='{left}' y='{}' width='{:.1}' height='{}' fill='{color}'/>",
             y + 3.0,
-            scale(*x) - left,
+            scale(x) - left,
             bar_h - 6.0
         );
         let _ = writeln!(
             s,
             "<text x='{:.1}' y='{}'>{x:.2}×</text>",
-            scale(*x) + 4.0,
+            scale(x) + 4.0,
             y + 15.0
         );
     }
@@ -263,6 +353,12 @@ pub fn svg(rows: &[Row]) -> String {
     let _ = writeln!(s, "<line x1='{one:.1}' y1='26' x2='{one:.1}' y2='{height}' stroke='black' stroke-dasharray='4 3'/>");
     s.push_str("</svg>\n");
     s
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -287,7 +383,25 @@ mod tests {
             md.contains("| boot to /init (guest uptime) | s | 2.50 | 8.50 | 0.29× |"),
             "{md}"
         );
-        assert!(json(&rows, 2, "t").contains("\"ratio\": 0.29411764705882354"));
-        assert!(svg(&rows).starts_with("<svg"));
+        let j: serde_json::Value = serde_json::from_str(&json(&rows, 2, "t")).unwrap();
+        assert_eq!(j["metrics"][0]["ratio"], 0.29411764705882354);
+        assert_eq!(j["metrics"][0]["qemu"]["samples"][1], 9.0);
+        // Nothing else was measured: every other metric is missing, with the reason, in all three outputs.
+        assert_eq!(
+            j["metrics"][1]["ironvirt"]["median"],
+            serde_json::Value::Null
+        );
+        assert!(j["metrics"][1]["ironvirt"]["missing"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("never finished"));
+        assert!(
+            md.contains("| iperf3 guest → host (TCP) | Mbit/s | — | — | — |"),
+            "{md}"
+        );
+        assert!(md.contains("- VMM start-up: exec to first KVM_RUN, QEMU microvm runs 1, 2: the payload never finished"), "{md}");
+        let chart = svg(&rows, "a < b");
+        assert!(chart.starts_with("<svg") && chart.contains("a &lt; b"));
+        assert_eq!(chart.matches("not measured").count(), METRICS.len() - 1);
     }
 }

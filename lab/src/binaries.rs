@@ -54,6 +54,40 @@ pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
     libs
 }
 
+/// Installs `binaries` (host path, file name) into `dir/bin/<name>` and every shared library they need into
+/// `dir/lib/<file name>`, the dynamic loader included, for a disk image that a guest runs them from with
+/// `dir/lib/ld-linux-x86-64.so.2 --library-path dir/lib dir/bin/<name>`. A flat `lib/` works because ldd's
+/// paths end in the sonames the loader searches for.
+pub fn install_flat(binaries: &[(PathBuf, String)], dir: &Path) -> Result<(), ToolError> {
+    let io = |op: &str, p: &Path, e: std::io::Error| ToolError::Failed {
+        command: format!("{op} {}", p.display()),
+        status: "I/O error".into(),
+        stderr: e.to_string(),
+    };
+    for sub in ["bin", "lib"] {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d).map_err(|e| io("creating", &d, e))?;
+    }
+    for (host, name) in binaries {
+        for lib in shared_libraries(host)? {
+            let Some(file) = lib.file_name() else {
+                continue;
+            };
+            let dest = dir.join("lib").join(file);
+            if !dest.exists() {
+                // fs::copy follows symlinks: the image gets the library's contents under ldd's name.
+                std::fs::copy(&lib, &dest).map_err(|e| io("copying", &lib, e))?;
+            }
+        }
+        let dest = dir.join("bin").join(name);
+        let copy = stripped_copy(host, &dest);
+        if copy != dest {
+            std::fs::copy(host, &dest).map_err(|e| io("copying", host, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes a copy of `binary` without debug info to `out`; returns the path to archive (the original
 /// when `strip` is unavailable or fails, since a larger initramfs still works).
 pub fn stripped_copy(binary: &Path, out: &Path) -> PathBuf {

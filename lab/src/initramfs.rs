@@ -19,7 +19,9 @@ use crate::tools::{self, ToolError};
 /// The standard start of an L2 `/init` (mounts, module loading); see [`L2Initramfs::with_prelude`].
 pub const L2_PRELUDE: &str = include_str!("sh/l2-prelude.sh");
 const L1_INIT: &str = include_str!("sh/l1-init.sh");
-const L1_FUNCTIONS: &str = include_str!("sh/functions.sh");
+/// The payload helpers (`lab_vm_start`, `lab_marker`, ...). Public so a payload can also run outside the lab
+/// (the benchmark's host path sources the same file), with `LAB_D` pointing at a directory of its own.
+pub const L1_FUNCTIONS: &str = include_str!("sh/functions.sh");
 
 /// Where things land inside L1 (the payload's view).
 pub mod l1_paths {
@@ -39,6 +41,14 @@ pub mod l1_paths {
 /// payloads pass `-bios $LAB_QEMU_BIOS`.
 const QEMU_MICROVM_FIRMWARE: &[&str] = &["qboot.rom"];
 const QEMU_FIRMWARE_DIRS: &[&str] = &["/usr/share/qemu", "/usr/share/seabios", "/usr/share/qboot"];
+
+/// Where this machine's QEMU firmware file `name` is (e.g. `qboot.rom`), if installed.
+pub fn host_qemu_firmware(name: &str) -> Option<PathBuf> {
+    QEMU_FIRMWARE_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
@@ -314,11 +324,7 @@ impl L1Initramfs {
             let mut env = String::new();
             if self.include_qemu {
                 for name in QEMU_MICROVM_FIRMWARE {
-                    if let Some(src) = QEMU_FIRMWARE_DIRS
-                        .iter()
-                        .map(|d| Path::new(d).join(name))
-                        .find(|p| p.is_file())
-                    {
+                    if let Some(src) = host_qemu_firmware(name) {
                         w.file_from(&format!("{}/{name}", l1_paths::QEMU_DATA), 0o644, &src)?;
                     }
                 }

@@ -137,6 +137,14 @@ impl ModuleIndex {
         Ok(order)
     }
 
+    /// The host path of the module `name` alone (no dependencies), e.g. to ship it for a later `insmod`.
+    pub fn path_of(&self, name: &str) -> Result<PathBuf, ModuleError> {
+        self.deps
+            .get(&canonical(name))
+            .map(|(rel, _)| self.dir.join(rel))
+            .ok_or_else(|| ModuleError::Unknown(name.to_string()))
+    }
+
     fn visit(&self, key: &str, seen: &mut BTreeSet<String>, order: &mut Vec<Module>) {
         // `seen` is marked before recursing, so a (malformed) dependency cycle terminates.
         if !seen.insert(key.to_string()) {

@@ -2,7 +2,7 @@
 //! that name the tool and the Debian package providing it, so a missing install is obvious.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A host tool failed or is missing.
@@ -48,6 +48,19 @@ fn describe(cmd: &Command) -> String {
         s.push_str(&a.to_string_lossy());
     }
     s
+}
+
+/// Where an installed system tool is, looked up in the sbin and bin directories (not `$PATH`: tests and
+/// benchmarks run as users whose `$PATH` often lacks `/usr/sbin`, where dnsmasq and nft live).
+pub fn which(tool: &str, package: &'static str) -> Result<PathBuf, ToolError> {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.exists())
+        .ok_or_else(|| ToolError::Missing {
+            tool: tool.into(),
+            package,
+        })
 }
 
 /// Runs `cmd` to completion and returns its output, whatever its exit status.

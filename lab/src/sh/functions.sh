@@ -5,8 +5,9 @@
 # Waiting functions poll those files and mirror new complete lines to L1's console as "L2|NAME| ...",
 # so the host sees the guest live and can tell guest lines from L1's own (a guest panic is not L1's).
 # One VM at a time. Times are L1 uptime seconds from /proc/uptime.
+# LAB_D may be set beforehand when a payload runs outside the lab (the benchmark's host path).
 
-LAB_D=/tmp/lab
+LAB_D=${LAB_D:-/tmp/lab}
 mkdir -p "$LAB_D"
 
 lab_marker() { echo "IRONVIRT-LAB: $*"; }
