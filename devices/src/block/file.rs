@@ -12,6 +12,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
+use super::guest_io::{self, Direction};
 use super::{BlockError, CacheMode};
 
 /// Alignment used for `O_DIRECT` transfers: covers 512- and 4096-byte logical blocks.
@@ -178,6 +179,40 @@ impl ImageFile {
             return self.direct_read(buf, offset);
         }
         read_full(&self.file, buf, offset).map_err(BlockError::io(&self.path, "read"))
+    }
+
+    /// Reads straight into guest buffers; false when it cannot (O_DIRECT with buffers not aligned for it),
+    /// and the caller bounces instead.
+    pub fn read_vectored(
+        &mut self,
+        bufs: &guest_io::GuestBufs<'_>,
+        offset: u64,
+    ) -> Result<bool, BlockError> {
+        if self.direct && !guest_io::aligned(bufs, offset, DIRECT_ALIGN) {
+            return Ok(false);
+        }
+        guest_io::transfer_vectored(self.file.as_raw_fd(), bufs, offset, Direction::Read)
+            .map_err(BlockError::io(&self.path, "read"))?;
+        Ok(true)
+    }
+
+    /// Writes guest buffers straight to the file, extending it if needed; false as for `read_vectored`.
+    pub fn write_vectored(
+        &mut self,
+        bufs: &guest_io::GuestBufs<'_>,
+        offset: u64,
+    ) -> Result<bool, BlockError> {
+        if self.direct && !guest_io::aligned(bufs, offset, DIRECT_ALIGN) {
+            return Ok(false);
+        }
+        let len = guest_io::total_len(bufs) as u64;
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| BlockError::invalid(&self.path, "write past 2^64"))?;
+        guest_io::transfer_vectored(self.file.as_raw_fd(), bufs, offset, Direction::Write)
+            .map_err(BlockError::io(&self.path, "write"))?;
+        self.len = self.len.max(end);
+        Ok(true)
     }
 
     /// Writes all of `buf` at `offset`, extending the file if needed.

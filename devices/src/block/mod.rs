@@ -31,6 +31,7 @@
 
 pub mod file;
 pub mod fuzz;
+pub mod guest_io;
 pub mod lock;
 pub mod qcow2;
 pub mod raw;
@@ -44,6 +45,9 @@ use std::str::FromStr;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BlockError {
+    /// A request's buffer is not where guest memory is (the guest's fault, answered with an I/O error).
+    #[error("guest buffer: {0}")]
+    GuestMemory(String),
     #[error("{op} {}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -127,6 +131,25 @@ pub trait BlockBackend: Send {
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), BlockError>;
     /// Reads afterwards return zeroes; `may_unmap` allows deallocating.
     fn write_zeroes(&mut self, offset: u64, len: u64, may_unmap: bool) -> Result<(), BlockError>;
+    /// Reads `guest_io::total_len(bufs)` bytes at `offset` into guest buffers. The default bounces through
+    /// `scratch` with `read_at`; backends that can fill guest memory directly override it.
+    fn read_into(
+        &mut self,
+        bufs: &guest_io::GuestBufs<'_>,
+        offset: u64,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), BlockError> {
+        guest_io::bounce_read(self, bufs, offset, scratch)
+    }
+    /// Writes guest buffers at `offset`; the default bounces through `scratch` with `write_at`.
+    fn write_from(
+        &mut self,
+        bufs: &guest_io::GuestBufs<'_>,
+        offset: u64,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), BlockError> {
+        guest_io::bounce_write(self, bufs, offset, scratch)
+    }
 }
 
 /// On-disk image format (libvirt `<driver type=...>`).

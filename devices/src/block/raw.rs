@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::file::ImageFile;
+use super::guest_io::{self, GuestBufs};
 use super::{check_range, lock, BlockBackend, BlockError, OpenOptions, Preallocation};
 
 pub struct RawBackend {
@@ -60,6 +61,37 @@ impl BlockBackend for RawBackend {
 
     fn flush(&mut self) -> Result<(), BlockError> {
         self.file.sync()
+    }
+
+    fn read_into(
+        &mut self,
+        bufs: &GuestBufs<'_>,
+        offset: u64,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), BlockError> {
+        check_range(
+            &self.path,
+            offset,
+            guest_io::total_len(bufs) as u64,
+            self.size,
+        )?;
+        if !self.file.read_vectored(bufs, offset)? {
+            guest_io::bounce_read(self, bufs, offset, scratch)?;
+        }
+        Ok(())
+    }
+
+    fn write_from(
+        &mut self,
+        bufs: &GuestBufs<'_>,
+        offset: u64,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), BlockError> {
+        self.check_write(offset, guest_io::total_len(bufs) as u64)?;
+        if !self.file.write_vectored(bufs, offset)? {
+            guest_io::bounce_write(self, bufs, offset, scratch)?;
+        }
+        Ok(())
     }
 
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {

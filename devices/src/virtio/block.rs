@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use virtio_queue::{QueueT, Reader, Writer};
-use vm_memory::{ByteValued, GuestMemoryMmap};
+use vm_memory::{ByteValued, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{
     read_config_bytes, ActivateError, ActiveQueue, QueueEvent, QueueWatch, VirtioDevice,
-    VirtioInterrupt, INT_USED_RING,
+    VirtioInterrupt, INT_USED_RING, VIRTIO_RING_F_EVENT_IDX,
 };
 use crate::block::{BlockBackend, BlockError};
 
@@ -120,6 +120,9 @@ pub struct Block {
     /// A request could not be answered: serve nothing more until the driver resets the device.
     broken: bool,
     stats: BlockStats,
+    /// Bounce buffer for backends that cannot move data straight to and from guest memory, kept between
+    /// requests so a request does not allocate and zero one.
+    scratch: Vec<u8>,
 }
 
 fn build_config_space(capacity_sectors: u64, discard: bool) -> Vec<u8> {
@@ -151,6 +154,7 @@ impl Block {
             watch: QueueWatch::default(),
             broken: false,
             stats: BlockStats::default(),
+            scratch: Vec::new(),
         })
     }
 
@@ -163,7 +167,8 @@ impl Block {
             | features::SEG_MAX
             | features::BLK_SIZE
             | features::FLUSH
-            | features::WRITE_ZEROES;
+            | features::WRITE_ZEROES
+            | VIRTIO_RING_F_EVENT_IDX;
         if self.backend.read_only() {
             f |= features::RO;
         }
@@ -183,12 +188,29 @@ impl Block {
         };
         let mem = active.mem.clone();
         let mut used_any = false;
+        if let Some(q) = active.queues.get_mut(index) {
+            // The guest need not kick while we drain the queue.
+            let _ = q.queue.disable_notification(&mem);
+        }
         loop {
             let Some(q) = active.queues.get_mut(index) else {
                 return;
             };
             let Some(chain) = q.queue.pop_descriptor_chain(&mem) else {
-                break;
+                // Ask for kicks again (with EVENT_IDX: from the next request on), then look once more: a
+                // request that came while kicks were off would otherwise wait for the next kick.
+                match q.queue.enable_notification(&mem) {
+                    Ok(true) => {
+                        let _ = q.queue.disable_notification(&mem);
+                        continue;
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        log::warn!("virtio-blk: bad available ring ({e:?}); device needs reset");
+                        self.broken = true;
+                        break;
+                    }
+                }
             };
             let head = chain.head_index();
             let outcome = serve(
@@ -196,6 +218,7 @@ impl Block {
                 &self.config,
                 active.acked,
                 &mut self.stats,
+                &mut self.scratch,
                 &mem,
                 chain,
             );
@@ -241,9 +264,11 @@ fn serve(
     config: &BlockConfig,
     acked: u64,
     stats: &mut BlockStats,
+    scratch: &mut Vec<u8>,
     mem: &GuestMemoryMmap,
     chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
 ) -> Result<u32, Malformed> {
+    let bufs = RequestBuffers::of(mem, &chain);
     let mut reader =
         Reader::<()>::new(mem, chain.clone()).map_err(|e| format!("readable buffers: {e:?}"))?;
     let mut writer =
@@ -255,6 +280,8 @@ fn serve(
     let mut status_writer = writer
         .split_at(writable - 1)
         .map_err(|e| format!("status byte: {e:?}"))?;
+    // Bytes of data put straight into guest buffers, which the writer does not count.
+    let mut filled = 0usize;
     let status = match reader.read_obj::<RequestHeader>() {
         Err(_) => S_IOERR,
         Ok(header) => execute(
@@ -263,8 +290,13 @@ fn serve(
             acked,
             stats,
             header,
-            &mut reader,
-            &mut writer,
+            Transfer {
+                reader: &mut reader,
+                writer: &mut writer,
+                bufs: &bufs,
+                scratch,
+                filled: &mut filled,
+            },
         ),
     };
     if status != S_OK {
@@ -273,7 +305,62 @@ fn serve(
     status_writer
         .write_all(&[status])
         .map_err(|e| format!("writing the status: {e}"))?;
-    Ok((writer.bytes_written() + 1) as u32)
+    Ok((writer.bytes_written() + filled + 1) as u32)
+}
+
+/// A request's data buffers as slices of guest memory: the device-writable bytes before the status byte (for
+/// reads) and the device-readable bytes after the header (for writes). A side is None when one of its buffers
+/// straddles two memory regions; that request then goes through the Reader/Writer copy path.
+struct RequestBuffers<'m> {
+    writable: Option<Vec<VolatileSlice<'m>>>,
+    readable: Option<Vec<VolatileSlice<'m>>>,
+}
+
+impl<'m> RequestBuffers<'m> {
+    fn of(
+        mem: &'m GuestMemoryMmap,
+        chain: &virtio_queue::DescriptorChain<&GuestMemoryMmap>,
+    ) -> RequestBuffers<'m> {
+        let descs: Vec<_> = chain.clone().collect();
+        let side = |write: bool, skip_front: usize, drop_back: usize| {
+            let ranges: Vec<(u64, usize)> = descs
+                .iter()
+                .filter(|d| d.is_write_only() == write)
+                .map(|d| (d.addr().0, d.len() as usize))
+                .collect();
+            let total: usize = ranges.iter().map(|r| r.1).sum();
+            let want = total.checked_sub(skip_front + drop_back)?;
+            let mut out = Vec::with_capacity(ranges.len());
+            let (mut pos, mut left) = (0usize, want);
+            for (addr, len) in ranges {
+                let start = skip_front.saturating_sub(pos).min(len);
+                pos += len;
+                let take = (len - start).min(left);
+                if take == 0 {
+                    continue;
+                }
+                out.push(
+                    mem.get_slice(GuestAddress(addr + start as u64), take)
+                        .ok()?,
+                );
+                left -= take;
+            }
+            Some(out)
+        };
+        RequestBuffers {
+            writable: side(true, 0, 1),
+            readable: side(false, std::mem::size_of::<RequestHeader>(), 0),
+        }
+    }
+}
+
+/// Where a request's data comes from and goes to.
+struct Transfer<'r, 'a, 'm> {
+    reader: &'r mut Reader<'a>,
+    writer: &'r mut Writer<'a>,
+    bufs: &'r RequestBuffers<'m>,
+    scratch: &'r mut Vec<u8>,
+    filled: &'r mut usize,
 }
 
 fn range(sector: u64, len: u64, size: u64) -> Option<u64> {
@@ -288,9 +375,15 @@ fn execute(
     acked: u64,
     stats: &mut BlockStats,
     header: RequestHeader,
-    reader: &mut Reader<'_>,
-    writer: &mut Writer<'_>,
+    t: Transfer<'_, '_, '_>,
 ) -> u8 {
+    let Transfer {
+        reader,
+        writer,
+        bufs,
+        scratch,
+        filled,
+    } = t;
     let size = backend.size();
     let io = |r: Result<(), BlockError>| match r {
         Ok(()) => S_OK,
@@ -305,19 +398,29 @@ fn execute(
             let Some(mut offset) = range(header.sector, len, size) else {
                 return S_IOERR;
             };
-            let mut buf = vec![0u8; CHUNK.min(len as usize)];
-            let mut left = len as usize;
-            while left > 0 {
-                let n = left.min(buf.len());
-                if let Err(e) = backend.read_at(&mut buf[..n], offset) {
+            if let Some(slices) = bufs.writable.as_deref() {
+                if let Err(e) = backend.read_into(slices, offset, scratch) {
                     log::warn!("virtio-blk: read at {offset}: {e}");
                     return S_IOERR;
                 }
-                if writer.write_all(&buf[..n]).is_err() {
-                    return S_IOERR;
+                *filled = len as usize;
+            } else {
+                let mut left = len as usize;
+                while left > 0 {
+                    let n = left.min(CHUNK);
+                    if scratch.len() < n {
+                        scratch.resize(n, 0);
+                    }
+                    if let Err(e) = backend.read_at(&mut scratch[..n], offset) {
+                        log::warn!("virtio-blk: read at {offset}: {e}");
+                        return S_IOERR;
+                    }
+                    if writer.write_all(&scratch[..n]).is_err() {
+                        return S_IOERR;
+                    }
+                    offset += n as u64;
+                    left -= n;
                 }
-                offset += n as u64;
-                left -= n;
             }
             stats.read_reqs += 1;
             stats.read_bytes += len;
@@ -331,19 +434,28 @@ fn execute(
             let Some(mut offset) = range(header.sector, len, size) else {
                 return S_IOERR;
             };
-            let mut buf = vec![0u8; CHUNK.min(len as usize)];
-            let mut left = len as usize;
-            while left > 0 {
-                let n = left.min(buf.len());
-                if reader.read_exact(&mut buf[..n]).is_err() {
-                    return S_IOERR;
-                }
-                if let Err(e) = backend.write_at(&buf[..n], offset) {
+            if let Some(slices) = bufs.readable.as_deref() {
+                if let Err(e) = backend.write_from(slices, offset, scratch) {
                     log::warn!("virtio-blk: write at {offset}: {e}");
                     return S_IOERR;
                 }
-                offset += n as u64;
-                left -= n;
+            } else {
+                let mut left = len as usize;
+                while left > 0 {
+                    let n = left.min(CHUNK);
+                    if scratch.len() < n {
+                        scratch.resize(n, 0);
+                    }
+                    if reader.read_exact(&mut scratch[..n]).is_err() {
+                        return S_IOERR;
+                    }
+                    if let Err(e) = backend.write_at(&scratch[..n], offset) {
+                        log::warn!("virtio-blk: write at {offset}: {e}");
+                        return S_IOERR;
+                    }
+                    offset += n as u64;
+                    left -= n;
+                }
             }
             stats.write_reqs += 1;
             stats.write_bytes += len;

@@ -9,6 +9,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{
     status, ActiveQueue, MmioInterrupt, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1,
+    VIRTIO_RING_F_EVENT_IDX,
 };
 use crate::bus::{lock, BusDevice};
 
@@ -174,7 +175,10 @@ impl MmioTransport {
             };
             // The device gets its own copy of the queue; the transport keeps the driver's configuration.
             let queue = match Queue::try_from(q.state()) {
-                Ok(queue) => queue,
+                Ok(mut queue) => {
+                    queue.set_event_idx(self.acked_features & VIRTIO_RING_F_EVENT_IDX != 0);
+                    queue
+                }
                 Err(e) => {
                     self.fail(&format!("queue {i}: {e:?}"));
                     return;

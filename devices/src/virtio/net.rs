@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use virtio_queue::{QueueOwnedT, QueueT, Reader, Writer};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{
     read_config_bytes, ActivateError, ActiveQueue, QueueEvent, QueueWatch, VirtioDevice,
-    VirtioInterrupt, INT_CONFIG_CHANGE, INT_USED_RING,
+    VirtioInterrupt, INT_CONFIG_CHANGE, INT_USED_RING, VIRTIO_RING_F_EVENT_IDX,
 };
 use crate::bus::lock;
 use crate::net::tap::{offload, Tap, VNET_HDR_LEN};
@@ -98,6 +98,8 @@ pub struct Net {
     frame: Vec<u8>,
     /// Bytes of `frame` holding the frame being delivered.
     frame_len: usize,
+    /// The guest's available index when we last ran out of receive buffers and armed its kick.
+    rx_armed_at: Option<u16>,
 }
 
 impl Net {
@@ -116,6 +118,7 @@ impl Net {
             watch: QueueWatch::default(),
             pending: false,
             frame_len: 0,
+            rx_armed_at: None,
             tap_watched: false,
             frame: vec![0u8; MAX_FRAME],
         })
@@ -156,7 +159,23 @@ impl Net {
         let mem = active.mem.clone();
         let mut used = false;
         let mut buf = Vec::with_capacity(MAX_FRAME);
-        while let Some(chain) = active.queues[TX].queue.pop_descriptor_chain(&mem) {
+        // The guest need not kick while we drain the queue.
+        let _ = active.queues[TX].queue.disable_notification(&mem);
+        loop {
+            let Some(chain) = active.queues[TX].queue.pop_descriptor_chain(&mem) else {
+                // Kicks on again, then one more look for frames queued while they were off.
+                match active.queues[TX].queue.enable_notification(&mem) {
+                    Ok(true) => {
+                        let _ = active.queues[TX].queue.disable_notification(&mem);
+                        continue;
+                    }
+                    Ok(false) => break,
+                    Err(_) => {
+                        active.interrupt.signal_needs_reset();
+                        return;
+                    }
+                }
+            };
             let head = chain.head_index();
             buf.clear();
             let mut stats = lock(&self.shared.stats);
@@ -266,6 +285,7 @@ impl Net {
             let len = self.frame_len;
             match Self::deliver(active, &mut self.frame[..len]) {
                 Ok(Rx::Delivered) => {
+                    self.rx_armed_at = None;
                     let mut s = lock(&self.shared.stats);
                     s.rx_packets += 1;
                     s.rx_bytes += (len - VNET_HDR_LEN) as u64;
@@ -276,8 +296,15 @@ impl Net {
                     delivered = true;
                 }
                 Ok(Rx::NoBuffers) => {
-                    // No buffers: keep the frame and stop reading the TAP until the guest adds some.
+                    // No buffers: keep the frame and stop reading the TAP until the guest adds some —
+                    // unless it already has since we looked.
                     self.pending = true;
+                    let armed_at = Self::arm_rx_kick(active);
+                    if armed_at.is_some() && armed_at != self.rx_armed_at {
+                        // Buffers may have come before the kick was armed: look once more.
+                        self.rx_armed_at = armed_at;
+                        continue;
+                    }
                     self.unwatch_tap(ops);
                     break;
                 }
@@ -298,6 +325,25 @@ impl Net {
                 }
             }
         }
+    }
+
+    /// Asks the driver to kick the receive queue when it next adds buffers, and returns its available index
+    /// as of now. With EVENT_IDX the driver kicks only when its available index passes `avail_event`, so that
+    /// is set to the index as it is now: the queue's own `enable_notification` would set it to where we stopped
+    /// consuming, which is behind buffers we have seen but could not use (too small for the frame), and the
+    /// driver would never kick.
+    fn arm_rx_kick(active: &mut Active) -> Option<u16> {
+        let mem = &active.mem;
+        let q = &mut active.queues[RX].queue;
+        let seen = q.avail_idx(mem, Ordering::Acquire).ok()?.0;
+        if q.event_idx_enabled() {
+            let avail_event = q.used_ring() + 4 + 8 * u64::from(q.size());
+            mem.write_obj(seen.to_le(), GuestAddress(avail_event))
+                .ok()?;
+            // The driver reads avail_event after publishing buffers; make ours visible before we look again.
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+        Some(seen)
     }
 
     /// How many receive chains a frame of `len` bytes needs, without consuming any; None if the guest has not
@@ -380,7 +426,8 @@ impl VirtioDevice for Net {
             | HOST_TSO6
             | HOST_ECN
             | MRG_RXBUF
-            | STATUS;
+            | STATUS
+            | VIRTIO_RING_F_EVENT_IDX;
         if self.mtu.is_some() {
             f |= MTU;
         }
@@ -422,6 +469,7 @@ impl VirtioDevice for Net {
 
     fn reset(&mut self) {
         self.pending = false;
+        self.rx_armed_at = None;
         self.active = None;
     }
 }

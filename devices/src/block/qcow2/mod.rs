@@ -58,7 +58,9 @@ use self::refcount::{Op, Refcounts};
 use self::snapshot::Snapshot;
 use self::table::{decode_l1, read_be_u64s, write_be_u64s, L2Entry, COPIED, ZERO};
 use super::file::ImageFile;
+use super::guest_io::{self, GuestBufs};
 use super::{check_range, lock, open_chain, BlockBackend, BlockError, ImageFormat, OpenOptions};
+use vm_memory::Bytes;
 
 /// Memory for cached L2 tables (QEMU's default covers 8 MiB worth of tables too).
 const L2_CACHE_BYTES: u64 = 8 << 20;
@@ -886,6 +888,49 @@ impl BlockBackend for Qcow2 {
             let pos = offset + done as u64;
             let (m, n) = self.map(pos, (buf.len() - done) as u64)?;
             self.read_mapped(&mut buf[done..done + n as usize], pos, m)?;
+            done += n as usize;
+        }
+        Ok(())
+    }
+
+    /// Allocated data goes straight from the image into guest memory; zero, backing and compressed extents
+    /// bounce as in `read_at`.
+    fn read_into(
+        &mut self,
+        bufs: &GuestBufs<'_>,
+        offset: u64,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), BlockError> {
+        let total = guest_io::total_len(bufs);
+        check_range(&self.path, offset, total as u64, self.size)?;
+        let mut done = 0usize;
+        while done < total {
+            let pos = offset + done as u64;
+            let (m, n) = self.map(pos, (total - done) as u64)?;
+            let part = guest_io::sub_range(bufs, done, n as usize)?;
+            let direct = match m {
+                Map::Data(host) => self
+                    .file
+                    .read_vectored(&part, host + (pos & (self.cs - 1)))?,
+                _ => false,
+            };
+            if !direct {
+                let mut at = 0usize;
+                for s in &part {
+                    let mut sdone = 0;
+                    while sdone < s.len() {
+                        let k = (s.len() - sdone).min(guest_io::BOUNCE_CHUNK);
+                        if scratch.len() < k {
+                            scratch.resize(k, 0);
+                        }
+                        self.read_mapped(&mut scratch[..k], pos + at as u64, m)?;
+                        s.write_slice(&scratch[..k], sdone)
+                            .map_err(|e| BlockError::GuestMemory(e.to_string()))?;
+                        sdone += k;
+                        at += k;
+                    }
+                }
+            }
             done += n as usize;
         }
         Ok(())
