@@ -10,6 +10,7 @@ pub mod balloon;
 pub mod block;
 pub mod mmio;
 pub mod net;
+mod net_iov;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use virtio_queue::{QueueOwnedT, QueueT, Reader, Writer};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::net_iov;
 use super::{
     read_config_bytes, ActivateError, ActiveQueue, QueueEvent, QueueWatch, VirtioDevice,
     VirtioInterrupt, INT_CONFIG_CHANGE, INT_USED_RING, VIRTIO_RING_F_EVENT_IDX,
@@ -63,6 +64,20 @@ pub struct NetStats {
 pub struct NetShared {
     pub stats: Mutex<NetStats>,
     pub link_up: AtomicBool,
+}
+
+/// What became of an attempt to receive straight into guest memory.
+enum Direct {
+    /// A frame of this many bytes (with its header) is in the guest's buffers.
+    Delivered(usize),
+    /// The TAP gave a frame too short to carry a header; it is gone and no buffer was used.
+    Runt,
+    /// Nothing to read from the TAP.
+    TapEmpty,
+    /// Not possible now (too little room offered, or a buffer outside guest memory): copy instead.
+    Fallback,
+    /// A used buffer could not be returned: the device needs a reset.
+    Broken,
 }
 
 /// What became of a received frame.
@@ -177,38 +192,35 @@ impl Net {
                 }
             };
             let head = chain.head_index();
-            buf.clear();
             let mut stats = lock(&self.shared.stats);
-            match Reader::<()>::new(&mem, chain) {
-                Ok(mut reader)
-                    if reader.available_bytes() > VNET_HDR_LEN
-                        && reader.available_bytes() <= MAX_FRAME =>
-                {
-                    let len = reader.available_bytes();
-                    buf.resize(len, 0);
-                    if reader.read_exact(&mut buf).is_err() {
-                        stats.tx_errs += 1;
-                    } else if !link_up {
-                        stats.tx_drop += 1;
-                    } else {
-                        // A TAP takes or refuses a frame whole.
-                        match self.tap.write(&buf) {
-                            Ok(n) if n == buf.len() => {
-                                stats.tx_packets += 1;
-                                stats.tx_bytes += (len - VNET_HDR_LEN) as u64;
-                            }
-                            Ok(n) => {
-                                log::debug!("virtio-net: TAP took {n} of {} bytes", buf.len());
-                                stats.tx_errs += 1;
-                            }
-                            Err(e) => {
-                                log::debug!("virtio-net: TAP write failed: {e}");
-                                stats.tx_drop += 1;
-                            }
+            let valid = |len: usize| len > VNET_HDR_LEN && len <= MAX_FRAME;
+            if let Some((iov, len)) = net_iov::chain_iovecs(&mem, &chain, false) {
+                // Straight from guest memory to the TAP.
+                if !valid(len) {
+                    stats.tx_errs += 1;
+                } else if !link_up {
+                    stats.tx_drop += 1;
+                } else {
+                    let sent = net_iov::write_frame(self.tap.as_raw_fd(), &iov);
+                    account_tx(&mut stats, sent, len);
+                }
+            } else {
+                match Reader::<()>::new(&mem, chain) {
+                    Ok(mut reader) if valid(reader.available_bytes()) => {
+                        let len = reader.available_bytes();
+                        buf.clear();
+                        buf.resize(len, 0);
+                        if reader.read_exact(&mut buf).is_err() {
+                            stats.tx_errs += 1;
+                        } else if !link_up {
+                            stats.tx_drop += 1;
+                        } else {
+                            let sent = self.tap.write(&buf);
+                            account_tx(&mut stats, sent, len);
                         }
                     }
+                    _ => stats.tx_errs += 1,
                 }
-                _ => stats.tx_errs += 1,
             }
             drop(stats);
             if active.queues[TX].queue.add_used(&mem, head, 0).is_err() {
@@ -266,7 +278,30 @@ impl Net {
         }
         let mut delivered = false;
         loop {
-            // The frame is read into one reusable buffer and copied once, into the guest's buffers.
+            // Best: the TAP reads the frame straight into the guest's buffers.
+            if !self.pending && self.link_up() {
+                if let Some(active) = self.active.as_mut() {
+                    match Self::receive_direct(active, &self.tap) {
+                        Direct::Delivered(len) => {
+                            self.rx_armed_at = None;
+                            let mut s = lock(&self.shared.stats);
+                            s.rx_packets += 1;
+                            s.rx_bytes += (len - VNET_HDR_LEN) as u64;
+                            delivered = true;
+                            continue;
+                        }
+                        Direct::Runt => continue,
+                        Direct::TapEmpty => break,
+                        Direct::Broken => {
+                            active.interrupt.signal_needs_reset();
+                            self.unwatch_tap(ops);
+                            return;
+                        }
+                        Direct::Fallback => {}
+                    }
+                }
+            }
+            // Otherwise the frame is read into one reusable buffer and copied once, into the guest's buffers.
             if !self.pending {
                 match self.tap.read(&mut self.frame) {
                     Ok(n) if n > VNET_HDR_LEN => self.frame_len = n,
@@ -325,6 +360,79 @@ impl Net {
                 }
             }
         }
+    }
+
+    /// Reads one frame from the TAP straight into receive buffers, when the guest has offered room for the
+    /// largest frame (one chain without mergeable buffers, else as many as that takes); the chains the frame
+    /// did not need go back to the available ring.
+    fn receive_direct(active: &mut Active, tap: &Tap) -> Direct {
+        let mergeable = active.acked & features::MRG_RXBUF != 0;
+        let mem = active.mem.clone();
+        let q = &mut active.queues[RX].queue;
+        let mut chains: Vec<(u16, usize)> = Vec::new();
+        let mut iov: Vec<libc::iovec> = Vec::new();
+        let mut room = 0usize;
+        let rewind = |q: &mut virtio_queue::Queue, n: usize| {
+            for _ in 0..n {
+                q.go_to_previous_position();
+            }
+        };
+        while room < MAX_FRAME && (mergeable || chains.is_empty()) {
+            let Some(chain) = q.pop_descriptor_chain(&mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let Some((mut v, len)) = net_iov::chain_iovecs(&mem, &chain, true) else {
+                rewind(q, chains.len() + 1);
+                return Direct::Fallback;
+            };
+            chains.push((head, len));
+            iov.append(&mut v);
+            room += len;
+        }
+        // The header (12 bytes) must sit in the first buffer for num_buffers to be written below.
+        if room < MAX_FRAME || iov.first().is_none_or(|v| v.iov_len < VNET_HDR_LEN) {
+            rewind(q, chains.len());
+            return Direct::Fallback;
+        }
+        let n = match net_iov::read_frame(tap.as_raw_fd(), &iov) {
+            Ok(n) => n,
+            Err(_) => {
+                rewind(q, chains.len());
+                return Direct::TapEmpty;
+            }
+        };
+        if n <= VNET_HDR_LEN {
+            rewind(q, chains.len());
+            return Direct::Runt;
+        }
+        let mut left = n;
+        let mut used = Vec::new();
+        for &(head, len) in &chains {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(len);
+            used.push((head, take));
+            left -= take;
+        }
+        rewind(q, chains.len() - used.len());
+        let num_buffers = (used.len() as u16).to_le_bytes();
+        // SAFETY: the first iovec is a device-writable guest buffer of at least VNET_HDR_LEN (12) bytes,
+        // checked above; num_buffers is its bytes 10..12.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                num_buffers.as_ptr(),
+                iov[0].iov_base.cast::<u8>().add(10),
+                2,
+            )
+        };
+        for (head, take) in used {
+            if q.add_used(&mem, head, take as u32).is_err() {
+                return Direct::Broken;
+            }
+        }
+        Direct::Delivered(n)
     }
 
     /// Asks the driver to kick the receive queue when it next adds buffers, and returns its available index
@@ -401,6 +509,24 @@ impl Net {
         }
         if let Err(e) = self.tap.set_offload(flags) {
             log::warn!("virtio-net: {e}");
+        }
+    }
+}
+
+/// Counts one frame's transmission: a TAP takes or refuses a frame whole.
+fn account_tx(stats: &mut NetStats, sent: std::io::Result<usize>, len: usize) {
+    match sent {
+        Ok(n) if n == len => {
+            stats.tx_packets += 1;
+            stats.tx_bytes += (len - VNET_HDR_LEN) as u64;
+        }
+        Ok(n) => {
+            log::debug!("virtio-net: TAP took {n} of {len} bytes");
+            stats.tx_errs += 1;
+        }
+        Err(e) => {
+            log::debug!("virtio-net: TAP write failed: {e}");
+            stats.tx_drop += 1;
         }
     }
 }
