@@ -11,8 +11,9 @@ use vm_memory::{Bytes, VolatileSlice};
 
 use super::{BlockBackend, BlockError};
 
-/// Largest bounce step, bounding the scratch buffer.
-pub const BOUNCE_CHUNK: usize = 256 * 1024;
+/// Largest bounce step, bounding the scratch buffer (which stays resident for the disk's life, so it is kept
+/// small: bouncing is the slow path anyway).
+pub const BOUNCE_CHUNK: usize = 64 * 1024;
 
 /// Guest buffers, in request order.
 pub type GuestBufs<'a> = [VolatileSlice<'a>];

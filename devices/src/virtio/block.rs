@@ -56,7 +56,7 @@ pub const ID_BYTES: usize = 20;
 const SEG_MAX: u32 = 126;
 const SIZE_MAX: u32 = 1 << 20;
 /// Bytes moved between the backend and guest memory per step, bounding the bounce buffer.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = crate::block::guest_io::BOUNCE_CHUNK;
 /// Discard / write-zeroes limits advertised in config space.
 const MAX_DISCARD_SECTORS: u32 = u32::MAX >> SECTOR_SHIFT;
 const MAX_DISCARD_SEG: u32 = 1;

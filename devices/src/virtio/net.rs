@@ -173,7 +173,8 @@ impl Net {
         };
         let mem = active.mem.clone();
         let mut used = false;
-        let mut buf = Vec::with_capacity(MAX_FRAME);
+        // Only for chains that cannot go straight to the TAP (rare): allocated when first needed.
+        let mut buf = Vec::new();
         // The guest need not kick while we drain the queue.
         let _ = active.queues[TX].queue.disable_notification(&mem);
         loop {
