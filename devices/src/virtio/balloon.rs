@@ -300,6 +300,9 @@ impl VirtioDevice for Balloon {
                 got: queues.len(),
             });
         }
+        if let Some(old) = self.active.take() {
+            self.watch.retire(old.queues);
+        }
         self.active = Some(Active {
             mem,
             interrupt,
@@ -313,7 +316,9 @@ impl VirtioDevice for Balloon {
 
     fn reset(&mut self) {
         lock(&self.shared).actual_pages = 0;
-        self.active = None;
+        if let Some(old) = self.active.take() {
+            self.watch.retire(old.queues);
+        }
     }
 }
 

@@ -557,6 +557,9 @@ impl VirtioDevice for Block {
                 got: queues.len(),
             });
         }
+        if let Some(old) = self.active.take() {
+            self.watch.retire(old.queues);
+        }
         self.active = Some(Active {
             mem,
             interrupt,
@@ -571,7 +574,9 @@ impl VirtioDevice for Block {
 
     fn reset(&mut self) {
         self.broken = false;
-        self.active = None;
+        if let Some(old) = self.active.take() {
+            self.watch.retire(old.queues);
+        }
     }
 }
 

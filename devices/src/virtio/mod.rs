@@ -125,6 +125,10 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
 #[derive(Debug, Default)]
 pub struct QueueWatch {
     watched: Vec<std::os::fd::RawFd>,
+    /// Notification eventfds of an earlier activation, kept open until the event loop has unwatched them:
+    /// closed first, their numbers could be reused by the next activation's eventfds while the event
+    /// manager still has the old registrations under those numbers (a reboot hit exactly that).
+    retired: Vec<EventFd>,
 }
 
 /// How an event on a device's descriptor is to be handled.
@@ -136,6 +140,12 @@ pub enum QueueEvent {
 }
 
 impl QueueWatch {
+    /// Takes the queues of an activation that is ending (device reset, or a new activation replacing it);
+    /// their eventfds close once the event loop has unwatched them.
+    pub fn retire(&mut self, queues: Vec<ActiveQueue>) {
+        self.retired.extend(queues.into_iter().map(|q| q.notify));
+    }
+
     /// Watches exactly `queues`' eventfds.
     pub fn rewatch(
         &mut self,
@@ -148,6 +158,7 @@ impl QueueWatch {
         for old in self.watched.drain(..) {
             let _ = ops.remove(Events::empty_raw(old));
         }
+        self.retired.clear();
         for q in queues {
             match ops.add(Events::new(&q.notify, EventSet::IN)) {
                 Ok(()) => self.watched.push(q.notify.as_raw_fd()),

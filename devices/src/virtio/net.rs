@@ -583,6 +583,9 @@ impl VirtioDevice for Net {
             });
         }
         self.apply_offloads(acked_features);
+        if let Some(old) = self.active.take() {
+            self.watch.retire(old.queues);
+        }
         self.active = Some(Active {
             mem,
             interrupt,
@@ -597,7 +600,9 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         self.pending = false;
         self.rx_armed_at = None;
-        self.active = None;
+        if let Some(old) = self.active.take() {
+            self.watch.retire(old.queues);
+        }
     }
 }
 
