@@ -126,23 +126,16 @@ fn mount_state(def: &PoolDef, src: &FsSource) -> Result<MountState, StorageError
 pub fn start(def: &PoolDef) -> Result<(), StorageError> {
     let src = source(def)?;
     dir::check(def)?;
-    if mount_state(def, &src)? == MountState::Mounted {
-        return Ok(());
-    }
-    exec::run(&mount_argv(def, &src)).map(|_| ())
+    mount::start_pool(mount_state(def, &src), &mount_argv(def, &src))
 }
 
-/// Unmounts the target if this pool's device is mounted there.
+/// Unmounts the target if this pool's source is mounted there.
 pub fn stop(def: &PoolDef) -> Result<(), StorageError> {
     let src = source(def)?;
-    match mount_state(def, &src) {
-        Ok(MountState::Mounted) => {
-            exec::run(&mount::umount_argv(&def.target_path().unwrap_or_default())).map(|_| ())
-        }
-        // Not mounted, or mounted elsewhere by someone else: nothing of ours to unmount.
-        Ok(MountState::NotMounted) | Err(StorageError::OperationInvalid(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
+    mount::stop_pool(
+        mount_state(def, &src),
+        &def.target_path().unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -147,6 +147,31 @@ pub fn canonical_target(target: &str) -> String {
         .unwrap_or_else(|_| target.to_string())
 }
 
+/// Starts a mounted pool (fs, netfs): mounts its source with `argv` unless `state` says it is mounted on the
+/// target already.
+pub fn start_pool(
+    state: Result<MountState, StorageError>,
+    argv: &[String],
+) -> Result<(), StorageError> {
+    if state? == MountState::Mounted {
+        return Ok(());
+    }
+    exec::run(argv).map(|_| ())
+}
+
+/// Stops a mounted pool: unmounts `target` if the pool's own source is mounted there. Not mounted, or
+/// mounted elsewhere by someone else, leaves nothing of ours to unmount.
+pub fn stop_pool(
+    state: Result<MountState, StorageError>,
+    target: &str,
+) -> Result<(), StorageError> {
+    match state {
+        Ok(MountState::Mounted) => exec::run(&umount_argv(target)).map(|_| ()),
+        Ok(MountState::NotMounted) | Err(StorageError::OperationInvalid(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

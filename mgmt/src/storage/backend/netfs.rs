@@ -3,8 +3,8 @@
 //! mounted directory, as in a dir pool. Command lines follow libvirt's
 //! virStorageBackendFileSystemMountCmd.
 
+use super::dir;
 use super::mount::{self, MountEntry, MountState};
-use super::{dir, exec};
 use crate::storage::pool_xml::clean_path;
 use crate::storage::{PoolDef, StorageError};
 
@@ -122,24 +122,20 @@ fn mount_state(def: &PoolDef, src: &NetSource) -> Result<MountState, StorageErro
     )
 }
 
+/// Mounts the share on the target (nothing to do when it is mounted there already).
 pub fn start(def: &PoolDef) -> Result<(), StorageError> {
     let src = source(def)?;
     dir::check(def)?;
-    if mount_state(def, &src)? == MountState::Mounted {
-        return Ok(());
-    }
-    exec::run(&mount_argv(def, &src)).map(|_| ())
+    mount::start_pool(mount_state(def, &src), &mount_argv(def, &src))
 }
 
+/// Unmounts the target if this pool's source is mounted there.
 pub fn stop(def: &PoolDef) -> Result<(), StorageError> {
     let src = source(def)?;
-    match mount_state(def, &src) {
-        Ok(MountState::Mounted) => {
-            exec::run(&mount::umount_argv(&def.target_path().unwrap_or_default())).map(|_| ())
-        }
-        Ok(MountState::NotMounted) | Err(StorageError::OperationInvalid(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
+    mount::stop_pool(
+        mount_state(def, &src),
+        &def.target_path().unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
