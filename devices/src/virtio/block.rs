@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use virtio_queue::{QueueT, Reader, Writer};
-use vm_memory::{ByteValued, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{ByteValued, GuestMemoryMmap, VolatileSlice};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::chain_buffers::chain_slices;
 use super::{
     read_config_bytes, ActivateError, ActiveQueue, QueueEvent, QueueWatch, VirtioDevice,
     VirtioInterrupt, INT_USED_RING, VIRTIO_RING_F_EVENT_IDX,
@@ -321,35 +322,9 @@ impl<'m> RequestBuffers<'m> {
         mem: &'m GuestMemoryMmap,
         chain: &virtio_queue::DescriptorChain<&GuestMemoryMmap>,
     ) -> RequestBuffers<'m> {
-        let descs: Vec<_> = chain.clone().collect();
-        let side = |write: bool, skip_front: usize, drop_back: usize| {
-            let ranges: Vec<(u64, usize)> = descs
-                .iter()
-                .filter(|d| d.is_write_only() == write)
-                .map(|d| (d.addr().0, d.len() as usize))
-                .collect();
-            let total: usize = ranges.iter().map(|r| r.1).sum();
-            let want = total.checked_sub(skip_front + drop_back)?;
-            let mut out = Vec::with_capacity(ranges.len());
-            let (mut pos, mut left) = (0usize, want);
-            for (addr, len) in ranges {
-                let start = skip_front.saturating_sub(pos).min(len);
-                pos += len;
-                let take = (len - start).min(left);
-                if take == 0 {
-                    continue;
-                }
-                out.push(
-                    mem.get_slice(GuestAddress(addr + start as u64), take)
-                        .ok()?,
-                );
-                left -= take;
-            }
-            Some(out)
-        };
         RequestBuffers {
-            writable: side(true, 0, 1),
-            readable: side(false, std::mem::size_of::<RequestHeader>(), 0),
+            writable: chain_slices(mem, chain, true, 0, 1),
+            readable: chain_slices(mem, chain, false, std::mem::size_of::<RequestHeader>(), 0),
         }
     }
 }

@@ -8,9 +8,9 @@
 
 pub mod balloon;
 pub mod block;
+mod chain_buffers;
 pub mod mmio;
 pub mod net;
-mod net_iov;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;

@@ -15,7 +15,7 @@ use virtio_queue::{QueueOwnedT, QueueT, Reader, Writer};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::net_iov;
+use super::chain_buffers;
 use super::{
     read_config_bytes, ActivateError, ActiveQueue, QueueEvent, QueueWatch, VirtioDevice,
     VirtioInterrupt, INT_CONFIG_CHANGE, INT_USED_RING, VIRTIO_RING_F_EVENT_IDX,
@@ -195,14 +195,14 @@ impl Net {
             let head = chain.head_index();
             let mut stats = lock(&self.shared.stats);
             let valid = |len: usize| len > VNET_HDR_LEN && len <= MAX_FRAME;
-            if let Some((iov, len)) = net_iov::chain_iovecs(&mem, &chain, false) {
+            if let Some((iov, len)) = chain_buffers::chain_iovecs(&mem, &chain, false) {
                 // Straight from guest memory to the TAP.
                 if !valid(len) {
                     stats.tx_errs += 1;
                 } else if !link_up {
                     stats.tx_drop += 1;
                 } else {
-                    let sent = net_iov::write_frame(self.tap.as_raw_fd(), &iov);
+                    let sent = chain_buffers::write_frame(self.tap.as_raw_fd(), &iov);
                     account_tx(&mut stats, sent, len);
                 }
             } else {
@@ -383,7 +383,7 @@ impl Net {
                 break;
             };
             let head = chain.head_index();
-            let Some((mut v, len)) = net_iov::chain_iovecs(&mem, &chain, true) else {
+            let Some((mut v, len)) = chain_buffers::chain_iovecs(&mem, &chain, true) else {
                 rewind(q, chains.len() + 1);
                 return Direct::Fallback;
             };
@@ -396,7 +396,7 @@ impl Net {
             rewind(q, chains.len());
             return Direct::Fallback;
         }
-        let n = match net_iov::read_frame(tap.as_raw_fd(), &iov) {
+        let n = match chain_buffers::read_frame(tap.as_raw_fd(), &iov) {
             Ok(n) => n,
             Err(_) => {
                 rewind(q, chains.len());
